@@ -1,0 +1,29 @@
+# reclip_ros: the commands in README.md.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup build test lint demo bench clean
+
+setup:
+	bash scripts/setup_venv.sh
+
+# Fast rebuild of messages + module install (new modules need it; edits are live).
+build:
+	bash scripts/setup_venv.sh
+
+test:
+	@test -x $(PY) || { echo "run 'make setup' first"; exit 2; }
+	$(PY) -m pytest test
+
+lint:
+	$(PY) -m ruff check reclip_ros test scripts launch
+
+demo:
+	@test -x $(PY) || { echo "run 'make setup' first"; exit 2; }
+	$(VENV)/bin/reclip demo --out demo_output
+
+bench:
+	$(VENV)/bin/reclip bench --random-init vit-b-32
+
+clean:
+	rm -rf build log install
