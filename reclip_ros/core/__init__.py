@@ -1,0 +1,1 @@
+"""The ROS-free core of reclip_ros: nothing here imports rclpy or message types."""

@@ -63,7 +63,8 @@ def isolate_blur(image: np.ndarray, blurred: np.ndarray, box: Box) -> np.ndarray
     return out
 
 
-def isolate_all(image: np.ndarray, boxes: Sequence[Box], methods: Sequence[str] = ISOLATION_METHODS,
+def isolate_all(image: np.ndarray, boxes: Sequence[Box],
+                methods: Sequence[str] = ISOLATION_METHODS,
                 blur_sigma: float = DEFAULT_BLUR_SIGMA) -> dict:
     """Isolate every box with every method; the blur is computed once for the frame.
 

@@ -31,12 +31,12 @@ class Box:
     height: float
 
     @classmethod
-    def from_xyxy(cls, x1: float, y1: float, x2: float, y2: float) -> 'Box':
+    def from_xyxy(cls, x1: float, y1: float, x2: float, y2: float) -> Box:
         """Build a box from its corners."""
         return cls(float(x1), float(y1), float(x2) - float(x1), float(y2) - float(y1))
 
     @classmethod
-    def from_list(cls, values: Sequence[float]) -> 'Box':
+    def from_list(cls, values: Sequence[float]) -> Box:
         """Build a box from ``[x, y, width, height]``; raise ValueError when malformed."""
         if len(values) != 4:
             raise ValueError(f'a box needs 4 numbers [x, y, width, height], got {values!r}')
@@ -75,7 +75,7 @@ class Box:
         """Return the corners ``(x1, y1, x2, y2)``."""
         return (self.x, self.y, self.x2, self.y2)
 
-    def clipped(self, image_width: int, image_height: int) -> 'Box':
+    def clipped(self, image_width: int, image_height: int) -> Box:
         """Return the box clipped to the image (may become empty)."""
         x1 = min(max(self.x, 0.0), float(image_width))
         y1 = min(max(self.y, 0.0), float(image_height))
@@ -91,7 +91,7 @@ class Box:
         y2 = int(np.ceil(min(max(self.y2, 0.0), image_height)))
         return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
 
-    def iou(self, other: 'Box') -> float:
+    def iou(self, other: Box) -> float:
         """Intersection over union with another box."""
         ix = max(0.0, min(self.x2, other.x2) - max(self.x, other.x))
         iy = max(0.0, min(self.y2, other.y2) - max(self.y, other.y))
@@ -149,8 +149,11 @@ class GroundingResult:
         return self.status == Status.OK
 
     def to_json_dict(self) -> dict:
-        """JSON-ready dict with keys box, confidence, candidates, status, message, parse,
-        timings_ms (and expression, position)."""
+        """Return a JSON-ready dict.
+
+        Keys: expression, box, confidence, candidates (box, score), status, message,
+        parse, timings_ms, position.
+        """
         return {
             'expression': self.expression,
             'box': self.box.to_list() if self.box is not None else None,
@@ -166,8 +169,8 @@ class GroundingResult:
 
     @classmethod
     def failure(cls, expression: str, status: Status, message: str,
-                timings: Optional[Timings] = None, parse: str = '') -> 'GroundingResult':
-        """A result that carries only a status and its explanation."""
+                timings: Optional[Timings] = None, parse: str = '') -> GroundingResult:
+        """Build a result that carries only a status and its explanation."""
         return cls(expression=expression, status=status, message=message,
                    timings=timings or Timings(), parse=parse)
 
