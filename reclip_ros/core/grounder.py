@@ -1,0 +1,409 @@
+"""The grounding pipeline: proposals -> isolation -> CLIP scoring -> spatial resolver.
+
+:class:`Grounder` is the small public API of the core::
+
+    grounder = Grounder.from_config(GrounderConfig(models=('openai/clip-vit-base-patch32',)))
+    result = grounder.ground(image_rgb, 'the red mug left of the laptop', boxes=boxes)
+
+``ground`` never raises on bad input: the returned :class:`GroundingResult` carries a status
+(INVALID_COMMAND, BAD_IMAGE, NO_PROPOSALS, ERROR) and a message saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Hashable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from reclip_ros.core.isolation import DEFAULT_BLUR_SIGMA, ISOLATION_METHODS
+from reclip_ros.core.types import (Box, Candidate, GroundingResult, ReclipError, Status,
+                                   Timings)
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ('openai/clip-vit-base-patch32',)
+DEFAULT_DETECTOR = 'google/owlv2-base-patch16-ensemble'
+
+
+@dataclass(frozen=True)
+class GrounderConfig:
+    """Everything needed to build a :class:`Grounder`.
+
+    Attributes:
+        models: CLIP-family hub ids or local directories, ensembled (logits summed).
+        device: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.
+        precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16' or 'bf16'.
+        spacy_model: spaCy pipeline used by the expression parser.
+        detector: detector hub id or directory; '' means proposals must be given.
+        blur_sigma: Gaussian sigma (pixels) of the blur isolation (paper's code: 100).
+        size_prior: proposals with area <= this fraction of the image get probability 0
+            (0 disables; the paper's "+ size prior" rows use 0.05).
+        batch_size: isolated images per forward pass (bounds memory).
+        max_expression_chars: longer expressions are rejected as INVALID_COMMAND.
+        methods: isolation methods computed per frame ('crop', 'blur').
+        text_cache_size: text embeddings kept per model (LRU).
+        frame_cache_size: frames whose region embeddings are kept (LRU).
+        detector_score_threshold, detector_nms_iou, detector_min_size, detector_top_k:
+            detector proposal filtering.
+    """
+
+    models: Tuple[str, ...] = DEFAULT_MODELS
+    device: str = 'auto'
+    precision: str = 'auto'
+    spacy_model: str = 'en_core_web_sm'
+    detector: str = ''
+    blur_sigma: float = DEFAULT_BLUR_SIGMA
+    size_prior: float = 0.0
+    batch_size: int = 32
+    max_expression_chars: int = 1000
+    methods: Tuple[str, ...] = ISOLATION_METHODS
+    text_cache_size: int = 4096
+    frame_cache_size: int = 4
+    detector_score_threshold: float = 0.1
+    detector_nms_iou: float = 0.5
+    detector_min_size: float = 8.0
+    detector_top_k: int = 30
+
+
+@dataclass(frozen=True)
+class GroundingOptions:
+    """Per-call switches, used for ablations (the frame's embeddings are shared).
+
+    Attributes:
+        use_relations: apply the spatial resolver (False: region scoring of the whole
+            expression only, the paper's "no relations" ablation).
+        methods: isolation methods whose logits are summed (subset of the config's).
+        size_prior: override the configured size prior for this call (None: keep it).
+    """
+
+    methods: Tuple[str, ...] = ISOLATION_METHODS
+    use_relations: bool = True
+    size_prior: Optional[float] = None
+
+
+@dataclass
+class _Clock:
+    """Accumulates stage durations in milliseconds."""
+
+    stages: dict = field(default_factory=dict)
+
+    def add(self, stage: str, ms: float) -> None:
+        self.stages[stage] = self.stages.get(stage, 0.0) + ms
+
+    def timings(self, total_ms: float) -> Timings:
+        s = self.stages
+        return Timings(proposals=s.get('proposals', 0.0), isolation=s.get('isolation', 0.0),
+                       image_encoding=s.get('image_encoding', 0.0),
+                       text_encoding=s.get('text_encoding', 0.0),
+                       resolve=s.get('resolve', 0.0), total=total_ms)
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def softmax_with_size_prior(logits: np.ndarray, areas: np.ndarray, image_area: float,
+                            size_prior: float) -> np.ndarray:
+    """Softmax over proposals; with a size prior, boxes with area <= prior * image get 0.
+
+    When every box falls under the threshold the prior is ignored (it must not leave an
+    empty distribution).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    z = logits - logits.max()
+    p = np.exp(z)
+    if size_prior > 0:
+        keep = areas > size_prior * image_area
+        if keep.any():
+            p = np.where(keep, p, 0.0)
+    total = p.sum()
+    if not np.isfinite(total) or total <= 0:
+        return np.full(len(logits), 1.0 / len(logits))
+    return p / total
+
+
+def validate_image(image: object) -> np.ndarray:
+    """Return *image* as a contiguous uint8 (H, W, 3) RGB array or raise ValueError."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f'image must be a numpy array, got {type(image).__name__}')
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f'image must be HxWx3 RGB, got shape {image.shape}')
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f'image is too small: {image.shape[1]}x{image.shape[0]}')
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.dtype != np.uint8:
+        if np.issubdtype(image.dtype, np.floating) and image.size and image.max() <= 1.0:
+            image = np.clip(image * 255.0, 0, 255)
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
+def prepare_boxes(boxes: Sequence, width: int, height: int) -> Tuple[List[Box], int]:
+    """Convert boxes (Box or [x, y, w, h]) and clip them to the image.
+
+    Returns the usable boxes and how many were dropped for lying outside the image.
+    Raises ValueError for malformed boxes.
+    """
+    out: List[Box] = []
+    dropped = 0
+    for b in boxes:
+        box = b if isinstance(b, Box) else Box.from_list(b)
+        clipped = box.clipped(width, height)
+        if clipped.width < 1 or clipped.height < 1:
+            dropped += 1
+            continue
+        out.append(clipped)
+    return out, dropped
+
+
+class Grounder:
+    """Ground referring expressions in images (ReCLIP), with per-frame caching.
+
+    Args:
+        scorer: a :class:`reclip_ros.core.region_scorer.RegionScorer` (or anything with its
+            ``encode_frame`` / ``logits`` / ``text_encoding_ms_total`` interface).
+        parser: an :class:`reclip_ros.core.parsing.ExpressionParser`.
+        resolver: a :class:`reclip_ros.core.resolver.SpatialResolver` (default: a new one).
+        proposals: a proposal source used when ``ground`` gets no boxes (None: boxes required).
+        size_prior: default size prior (fraction of the image area).
+        max_expression_chars: longer expressions are rejected.
+    """
+
+    def __init__(self, scorer, parser, resolver=None, proposals=None, size_prior: float = 0.0,
+                 max_expression_chars: int = 1000) -> None:
+        if resolver is None:
+            from reclip_ros.core.resolver import SpatialResolver
+            resolver = SpatialResolver()
+        self.scorer = scorer
+        self.parser = parser
+        self.resolver = resolver
+        self.proposals = proposals
+        self.size_prior = float(size_prior)
+        self.max_expression_chars = int(max_expression_chars)
+
+    @classmethod
+    def from_config(cls, config: GrounderConfig) -> Grounder:
+        """Load models, parser and detector described by *config*.
+
+        Raises:
+            ModelLoadError: a CLIP model, the detector or the spaCy model is missing.
+            DeviceError: the requested device is not available.
+        """
+        from reclip_ros.core.models import ClipModel
+        from reclip_ros.core.parsing import ExpressionParser
+        from reclip_ros.core.region_scorer import RegionScorer
+
+        if not config.models:
+            raise ReclipError('at least one CLIP model is required (config.models is empty)')
+        parser = ExpressionParser(config.spacy_model)
+        models = [ClipModel.load(m, device=config.device, precision=config.precision)
+                  for m in config.models]
+        scorer = RegionScorer(models, blur_sigma=config.blur_sigma, methods=config.methods,
+                              batch_size=config.batch_size,
+                              text_cache_size=config.text_cache_size,
+                              frame_cache_size=config.frame_cache_size)
+        proposals = None
+        if config.detector:
+            from reclip_ros.core.proposals import DetectorProposals
+            proposals = DetectorProposals(
+                config.detector, device=config.device,
+                score_threshold=config.detector_score_threshold,
+                nms_iou=config.detector_nms_iou, min_size=config.detector_min_size,
+                top_k=config.detector_top_k)
+        return cls(scorer, parser, proposals=proposals, size_prior=config.size_prior,
+                   max_expression_chars=config.max_expression_chars)
+
+    @property
+    def device(self) -> str:
+        """The device the CLIP models actually run on (e.g. 'cpu', 'cuda:0')."""
+        models = getattr(self.scorer, 'models', [])
+        return str(models[0].device) if models else 'cpu'
+
+    @property
+    def model_names(self) -> List[str]:
+        """The ensembled CLIP model ids / directories."""
+        return [m.name for m in getattr(self.scorer, 'models', [])]
+
+    def close(self) -> None:
+        """Release the models (and cached GPU memory)."""
+        for part in (self.scorer, self.proposals):
+            closer = getattr(part, 'close', None)
+            if callable(closer):
+                closer()
+        self.scorer = None
+        self.proposals = None
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a hard dependency
+            pass
+
+    def check_expression(self, expression: object) -> Optional[str]:
+        """Return why *expression* cannot be grounded, or None when it is acceptable."""
+        if not isinstance(expression, str):
+            return f'expression must be text, got {type(expression).__name__}'
+        if not expression.strip():
+            return 'expression is empty'
+        if len(expression) > self.max_expression_chars:
+            return (f'expression is {len(expression)} characters long; the limit is '
+                    f'{self.max_expression_chars}')
+        return None
+
+    def ground(self, image: np.ndarray, expression: str, boxes: Optional[Sequence] = None,
+               depth_m: Optional[np.ndarray] = None, intrinsics=None,
+               frame_key: Optional[Hashable] = None,
+               options: Optional[GroundingOptions] = None) -> GroundingResult:
+        """Ground *expression* in *image* (RGB uint8 HxWx3) and return the result.
+
+        Args:
+            image: the colour image, RGB.
+            expression: a referring expression or robot command.
+            boxes: proposals (Box or [x, y, w, h] in pixels); None uses the detector.
+            depth_m: registered depth in metres (HxW, nan/0 invalid) for depth-aware
+                relations and the 3D position.
+            intrinsics: a :class:`reclip_ros.core.geometry.CameraIntrinsics` for the 3D
+                position (needs depth_m).
+            frame_key: identifies the frame so region embeddings are reused across calls
+                (None: keyed by the image content).
+            options: ablation switches (:class:`GroundingOptions`).
+        """
+        start = time.perf_counter()
+        clock = _Clock()
+        options = options or GroundingOptions()
+        text = expression if isinstance(expression, str) else ''
+
+        def fail(status: Status, message: str, parse: str = '') -> GroundingResult:
+            return GroundingResult.failure(text, status, message,
+                                           clock.timings(_ms_since(start)), parse)
+
+        problem = self.check_expression(expression)
+        if problem:
+            return fail(Status.INVALID_COMMAND, problem)
+        try:
+            image = validate_image(image)
+        except ValueError as exc:
+            return fail(Status.BAD_IMAGE, str(exc))
+        height, width = image.shape[:2]
+
+        t = time.perf_counter()
+        try:
+            parsed = self.parser.parse(expression)
+        except Exception as exc:  # noqa: BLE001 - reported as a status, never raised
+            return fail(Status.INVALID_COMMAND, f'could not parse the expression: {exc}')
+        clock.add('resolve', _ms_since(t))
+        if not parsed.text.strip():
+            return fail(Status.INVALID_COMMAND,
+                        'no object to ground was found in the command '
+                        f'(parsed referring expression is empty): {expression!r}')
+        parse_text = parsed.describe()
+
+        t = time.perf_counter()
+        try:
+            proposal_boxes, dropped = self._proposals(image, boxes)
+        except ValueError as exc:
+            return fail(Status.NO_PROPOSALS, f'bad proposal boxes: {exc}', parse_text)
+        except Exception as exc:  # noqa: BLE001
+            LOGGER.exception('proposal source failed')
+            return fail(Status.ERROR, f'proposal source failed: {exc}', parse_text)
+        clock.add('proposals', _ms_since(t))
+        if not proposal_boxes:
+            if boxes is None and self.proposals is None:
+                why = 'no boxes were given and no detector is configured'
+            elif boxes is None:
+                why = 'the detector found no objects'
+            else:
+                why = (f'all {dropped} given boxes lie outside the {width}x{height} image'
+                       if dropped else 'the list of boxes is empty')
+            return fail(Status.NO_PROPOSALS, why, parse_text)
+
+        notes: List[str] = []
+        box_depths = None
+        if depth_m is not None:
+            box_depths, depth_note = self._box_depths(depth_m, proposal_boxes, width, height)
+            if depth_note:
+                notes.append(depth_note)
+                depth_m = None
+
+        try:
+            probs = self._score(image, expression, parsed, proposal_boxes, box_depths,
+                                frame_key, options, clock)
+        except Exception as exc:  # noqa: BLE001
+            LOGGER.exception('grounding failed')
+            return fail(Status.ERROR, f'{type(exc).__name__}: {exc}', parse_text)
+
+        order = np.argsort(-probs, kind='stable')
+        candidates = tuple(Candidate(proposal_boxes[i], float(probs[i])) for i in order)
+        best = candidates[0]
+        position = None
+        if depth_m is not None and intrinsics is not None:
+            from reclip_ros.core.geometry import lift_box_center
+            position = lift_box_center(best.box, depth_m, intrinsics)
+            if position is None:
+                notes.append('no valid depth inside the chosen box')
+        if dropped:
+            notes.append(f'{dropped} proposal boxes outside the image were ignored')
+        return GroundingResult(
+            expression=text, status=Status.OK, message='; '.join(notes), box=best.box,
+            confidence=best.score, candidates=candidates, parse=parse_text,
+            timings=clock.timings(_ms_since(start)), position=position)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _proposals(self, image: np.ndarray, boxes: Optional[Sequence]) -> Tuple[List[Box], int]:
+        height, width = image.shape[:2]
+        if boxes is None:
+            if self.proposals is None:
+                return [], 0
+            boxes = self.proposals.propose(image)
+        return prepare_boxes(boxes, width, height)
+
+    @staticmethod
+    def _box_depths(depth_m: np.ndarray, boxes: Sequence[Box], width: int,
+                    height: int) -> Tuple[Optional[np.ndarray], str]:
+        from reclip_ros.core.geometry import box_depths
+        depth = np.asarray(depth_m)
+        if depth.ndim != 2 or depth.shape != (height, width):
+            return None, (f'depth image ignored: its size {depth.shape[::-1]} differs from '
+                          f'the colour image {width}x{height}')
+        return box_depths(depth, boxes), ''
+
+    def _score(self, image: np.ndarray, expression: str, parsed, boxes: List[Box],
+               box_depths: Optional[np.ndarray], frame_key: Optional[Hashable],
+               options: GroundingOptions, clock: _Clock) -> np.ndarray:
+        frame = self.scorer.encode_frame(image, boxes, frame_key=frame_key)
+        if not getattr(frame, 'from_cache', False):
+            clock.add('isolation', frame.isolation_ms)
+            clock.add('image_encoding', frame.image_encoding_ms)
+        height, width = image.shape[:2]
+        areas = np.array([b.area for b in boxes], dtype=np.float64)
+        size_prior = self.size_prior if options.size_prior is None else options.size_prior
+        methods = tuple(options.methods)
+        text_ms_before = self.scorer.text_encoding_ms_total
+        t = time.perf_counter()
+
+        def score_fn(phrase: str) -> np.ndarray:
+            logits = self.scorer.logits(frame, phrase, methods=methods)
+            return softmax_with_size_prior(logits, areas, float(width * height), size_prior)
+
+        if options.use_relations and parsed.has_keywords:
+            probs = self.resolver.resolve(parsed, boxes, score_fn, box_depths=box_depths,
+                                          image_size=(width, height))
+        else:
+            probs = score_fn(parsed.text)
+        text_ms = self.scorer.text_encoding_ms_total - text_ms_before
+        clock.add('text_encoding', text_ms)
+        clock.add('resolve', max(_ms_since(t) - text_ms, 0.0))
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.shape != (len(boxes),) or not np.all(np.isfinite(probs)):
+            raise ReclipError(f'resolver returned an invalid distribution {probs!r}')
+        total = probs.sum()
+        return probs / total if total > 0 else np.full(len(boxes), 1.0 / len(boxes))
+
+
