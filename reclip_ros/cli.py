@@ -22,6 +22,7 @@ SUBCOMMANDS = {
 # sub-commands that take ROS arguments (--ros-args ...) and parse them themselves.
 PASSTHROUGH = {
     'node': 'reclip_ros.node',
+    'sim': 'reclip_ros.sim.camera_node',
 }
 # installed executable name -> argv prefix
 EXECUTABLES = {
