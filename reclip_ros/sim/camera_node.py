@@ -36,9 +36,10 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
-from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 
+from reclip_ros.conversions import array_to_image, box_to_roi
 from reclip_ros.msg import Proposals
 
 DEFAULT_FRAME_ID = 'sim_camera_optical_frame'
@@ -62,19 +63,6 @@ def camera_qos(reliable: bool) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
-def image_message(array: np.ndarray, encoding: str, frame_id: str) -> Image:
-    """Build a ``sensor_msgs/Image`` from an (H, W, 3) uint8 or (H, W) float32 array."""
-    msg = Image()
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    contiguous = np.ascontiguousarray(array)
-    msg.step = int(contiguous.strides[0])
-    msg.data = contiguous.tobytes()
-    return msg
-
-
 def camera_info_message(intrinsics, width: int, height: int, frame_id: str) -> CameraInfo:
     """Build a ``sensor_msgs/CameraInfo`` for an ideal pinhole camera (no distortion)."""
     fx, fy, cx, cy = (float(intrinsics.fx), float(intrinsics.fy),
@@ -88,13 +76,6 @@ def camera_info_message(intrinsics, width: int, height: int, frame_id: str) -> C
     msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     return msg
-
-
-def roi_from_box(box, width: int, height: int) -> RegionOfInterest:
-    """Convert a core ``Box`` to an integer ``RegionOfInterest`` inside the image."""
-    x1, y1, x2, y2 = box.pixel_bounds(width, height)
-    return RegionOfInterest(x_offset=x1, y_offset=y1, width=x2 - x1, height=y2 - y1,
-                            do_rectify=False)
 
 
 def ground_truth_dict(frame, seed: int, stamp: Time, frame_id: str) -> dict:
@@ -117,6 +98,7 @@ def ground_truth_dict(frame, seed: int, stamp: Time, frame_id: str) -> dict:
             'box': [float(v) for v in obj.box.to_list()],
             'center': [float(v) for v in obj.center],
             'body_id': int(obj.body_id),
+            'pixels': int(getattr(obj, 'pixels', 0)),
         })
     intr = frame.intrinsics
     return {
@@ -182,7 +164,7 @@ class SimCameraNode(Node):
         self.declare_parameter('rate', float(rate), ParameterDescriptor(
             description='publishing rate in Hz',
             floating_point_range=[FloatingPointRange(from_value=0.1, to_value=MAX_RATE_HZ)]))
-        size_range = [IntegerRange(from_value=16, to_value=4096, step=1)]
+        size_range = [IntegerRange(from_value=32, to_value=4096, step=1)]
         self.declare_parameter('width', int(width), ParameterDescriptor(
             description='image width in pixels', read_only=True, integer_range=size_range))
         self.declare_parameter('height', int(height), ParameterDescriptor(
@@ -239,13 +221,12 @@ class SimCameraNode(Node):
 
     def _frame_messages(self, frame):
         height, width = frame.rgb.shape[:2]
-        image = image_message(np.asarray(frame.rgb, dtype=np.uint8), 'rgb8', self._frame_id)
-        depth = image_message(np.asarray(frame.depth, dtype=np.float32), '32FC1',
-                              self._frame_id)
+        image = array_to_image(np.asarray(frame.rgb, dtype=np.uint8), 'rgb8')
+        depth = array_to_image(np.asarray(frame.depth, dtype=np.float32), '32FC1')
         info = camera_info_message(frame.intrinsics, width, height, self._frame_id)
         proposals = Proposals()
         proposals.header.frame_id = self._frame_id
-        proposals.boxes = [roi_from_box(o.box, width, height) for o in frame.objects]
+        proposals.boxes = [box_to_roi(o.box, width, height) for o in frame.objects]
         proposals.scores = [1.0] * len(frame.objects)
         proposals.labels = [f'{o.size} {o.colour} {o.name}' for o in frame.objects]
         return image, depth, info, proposals
@@ -298,8 +279,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ros_args: Optional[List[str]] = None) -> int:
     """Run the node until Ctrl-C with the parsed *args*; return the exit code."""
-    if args.seed < 0 or args.rate <= 0 or args.width < 16 or args.height < 16:
-        print('error: need --seed >= 0, --rate > 0, --width and --height >= 16',
+    if args.seed < 0 or args.rate <= 0 or args.width < 32 or args.height < 32:
+        print('error: need --seed >= 0, --rate > 0, --width and --height >= 32',
               file=sys.stderr)
         return 2
     rclpy.init(args=['sim_camera'] + list(ros_args or []))
