@@ -1,0 +1,292 @@
+"""The node's worker thread: takes jobs off the queue and grounds them (ROS-free).
+
+The node's callbacks only store frames and enqueue jobs; everything slow (decoding,
+proposals, CLIP, the resolver, drawing) runs here, so the executor stays responsive.
+Every job ends in exactly one :class:`JobOutcome` handed to the ``publish`` callback.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Dict, Optional
+
+import numpy as np
+
+from reclip_ros.command_queue import (SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue,
+                                      GroundingJob, JobOutcome)
+from reclip_ros.core.types import GroundingResult, Status
+from reclip_ros.frame_buffer import Frame, LatestSlot, StampedHistory
+
+
+@dataclass
+class WorkerSettings:
+    """Run-time settings the node updates from its parameters (read on every job).
+
+    Attributes:
+        max_image_age: seconds; older frames give NO_IMAGE (0 disables the check).
+        max_expression_chars: longer expressions give INVALID_COMMAND.
+        continuous: re-ground the last topic command on every new frame.
+        continuous_rate: the most re-groundings per second in continuous mode.
+        proposals_max_skew: seconds between a frame and the Proposals matched to it.
+        depth_max_skew: seconds between a frame and the depth image matched to it.
+        has_detector: proposals can come from a detector when none are given.
+    """
+
+    max_image_age: float = 1.0
+    max_expression_chars: int = 1000
+    continuous: bool = False
+    continuous_rate: float = 2.0
+    proposals_max_skew: float = 0.05
+    depth_max_skew: float = 0.05
+    has_detector: bool = False
+
+
+class LatencyStats:
+    """Latency of the last *window* groundings and counts of results per status."""
+
+    def __init__(self, window: int = 200) -> None:
+        self._lock = threading.Lock()
+        self._total_ms: Deque[float] = collections.deque(maxlen=window)
+        self._wait_ms: Deque[float] = collections.deque(maxlen=window)
+        self.by_status: Dict[str, int] = {s.name: 0 for s in Status}
+
+    def record(self, outcome: JobOutcome) -> None:
+        """Count one outcome (latency is recorded for grounded or attempted jobs)."""
+        with self._lock:
+            self.by_status[outcome.result.status.name] += 1
+            if outcome.result.status not in (Status.DROPPED, Status.INVALID_COMMAND):
+                self._total_ms.append(float(outcome.result.timings.total))
+                self._wait_ms.append(float(outcome.queue_wait_ms))
+
+    def summary(self) -> Dict[str, float]:
+        """Return count, mean, p50, p95 and max of total latency and queue wait (ms)."""
+        with self._lock:
+            totals = np.array(self._total_ms, dtype=np.float64)
+            waits = np.array(self._wait_ms, dtype=np.float64)
+        out: Dict[str, float] = {'latency_window': float(totals.size)}
+        for name, values in (('latency_total_ms', totals), ('queue_wait_ms', waits)):
+            if values.size:
+                out[f'{name}_mean'] = float(values.mean())
+                out[f'{name}_p50'] = float(np.percentile(values, 50))
+                out[f'{name}_p95'] = float(np.percentile(values, 95))
+                out[f'{name}_max'] = float(values.max())
+        return out
+
+
+class GroundingWorker:
+    """Ground queued jobs on a background thread and hand each outcome to *publish*.
+
+    Args:
+        grounder: a :class:`reclip_ros.core.grounder.Grounder` (``ground`` never raises
+            on bad input; an exception anyway becomes an ERROR result).
+        queue: the bounded job queue the node fills.
+        publish: called with (job, outcome) exactly once per job, on the worker thread.
+        now_ns: the node's clock in nanoseconds (frame age, receipt stamps).
+        settings: run-time settings (the node mutates the fields).
+        options: returns the per-call ``GroundingOptions`` (or None for defaults).
+        log_error: reports unexpected failures (e.g. of *publish*).
+    """
+
+    def __init__(self, grounder: Any, queue: CommandQueue,
+                 publish: Callable[[GroundingJob, JobOutcome], None],
+                 now_ns: Callable[[], int], settings: Optional[WorkerSettings] = None,
+                 options: Optional[Callable[[], Any]] = None,
+                 log_error: Optional[Callable[[str], None]] = None) -> None:
+        self.grounder = grounder
+        self.queue = queue
+        self.publish = publish
+        self.now_ns = now_ns
+        self.settings = settings or WorkerSettings()
+        self.options = options or (lambda: None)
+        self.log_error = log_error or (lambda message: None)
+        self.frames = LatestSlot()               # newest colour Frame
+        self.depth = StampedHistory(maxlen=3)    # depth Frames (decode -> metres)
+        self.proposals = StampedHistory(maxlen=30)  # list[Box] per frame stamp
+        self.intrinsics = LatestSlot()           # (CameraIntrinsics, width, height)
+        self.stats = LatencyStats()
+        self.busy = False
+        self._last_command: Optional[str] = None
+        self._last_continuous_key: Any = None
+        self._last_continuous_time = 0.0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread (no-op when running)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name='reclip-worker', daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0, reason: str = 'the node was deactivated') -> None:
+        """Stop the thread (after the job in progress) and answer waiting jobs DROPPED."""
+        self._stop.set()
+        self.queue.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        for job in self.queue.drain():
+            self.finish(job, JobOutcome(self.failure(job, Status.DROPPED,
+                                                     f'not grounded: {reason}')))
+        self._last_command = None
+
+    @property
+    def running(self) -> bool:
+        """True while the worker thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def notify_frame(self) -> None:
+        """Tell the worker a new frame arrived (wakes it in continuous mode)."""
+        if self.settings.continuous and self._last_command is not None:
+            self.queue.wake()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            job = self.queue.get(timeout=self._idle_timeout())
+            if self._stop.is_set():
+                if job is not None:
+                    self.finish(job, JobOutcome(self.failure(
+                        job, Status.DROPPED, 'not grounded: the node was deactivated')))
+                break
+            if job is None:
+                job = self._continuous_job()
+                if job is None:
+                    continue
+            self.handle(job)
+
+    def _idle_timeout(self) -> float:
+        if self.settings.continuous and self._last_command is not None:
+            period = 1.0 / max(self.settings.continuous_rate, 1e-3)
+            return max(min(period - (time.monotonic() - self._last_continuous_time), 0.5),
+                       0.01)
+        return 0.5
+
+    def _continuous_job(self) -> Optional[GroundingJob]:
+        settings = self.settings
+        if not settings.continuous or self._last_command is None:
+            return None
+        frame = self.frames.get()
+        if frame is None or frame.key == self._last_continuous_key:
+            return None
+        if time.monotonic() - self._last_continuous_time < 1.0 / max(settings.continuous_rate,
+                                                                        1e-3):
+            return None
+        return GroundingJob(self._last_command, source=SOURCE_CONTINUOUS,
+                            received_ns=self.now_ns(), frame=frame)
+
+    # -- one job -----------------------------------------------------------------------
+
+    def handle(self, job: GroundingJob) -> JobOutcome:
+        """Ground *job* and publish its outcome; never raises."""
+        self.busy = True
+        try:
+            try:
+                outcome = self.process(job)
+            except Exception as exc:  # noqa: BLE001 - every job gets a result
+                outcome = JobOutcome(self.failure(job, Status.ERROR,
+                                                  f'{type(exc).__name__}: {exc}'))
+            if job.source == SOURCE_CONTINUOUS and outcome.frame is not None:
+                self._last_continuous_key = outcome.frame.key
+                self._last_continuous_time = time.monotonic()
+            self.finish(job, outcome)
+            return outcome
+        finally:
+            self.busy = False
+
+    def finish(self, job: GroundingJob, outcome: JobOutcome) -> None:
+        """Complete *job* with *outcome* and publish it, unless it was already completed."""
+        if not job.complete(outcome):
+            return
+        self.stats.record(outcome)
+        try:
+            self.publish(job, outcome)
+        except Exception as exc:  # noqa: BLE001 - keep the worker alive
+            self.log_error(f'publishing the result of {job.expression[:80]!r} failed: '
+                           f'{type(exc).__name__}: {exc}')
+
+    def failure(self, job: GroundingJob, status: Status, message: str) -> GroundingResult:
+        """A result carrying only *status* and *message* for *job*."""
+        return GroundingResult.failure(job.expression, status, message)
+
+    def process(self, job: GroundingJob) -> JobOutcome:
+        """Ground *job* against its own frame or the newest one; return the outcome."""
+        wait_ms = job.queue_wait_ms()
+        settings = self.settings
+        problem = self._check_expression(job.expression, settings.max_expression_chars)
+        if problem:
+            return JobOutcome(self.failure(job, Status.INVALID_COMMAND, problem),
+                              queue_wait_ms=wait_ms)
+        if job.source == SOURCE_TOPIC:
+            self._last_command = job.expression
+            self._last_continuous_key = None
+        frame: Optional[Frame] = job.frame if job.frame is not None else self.frames.get()
+        if frame is None:
+            return JobOutcome(self.failure(job, Status.NO_IMAGE,
+                                           'no image has been received yet'),
+                              queue_wait_ms=wait_ms)
+        if job.frame is None and settings.max_image_age > 0:
+            age = frame.age_s(self.now_ns())
+            if age > settings.max_image_age:
+                return JobOutcome(self.failure(
+                    job, Status.NO_IMAGE,
+                    f'the newest image is {age:.2f} s old (max_image_age '
+                    f'{settings.max_image_age:g} s)'), queue_wait_ms=wait_ms)
+        try:
+            image = frame.decode()
+        except ValueError as exc:
+            return JobOutcome(self.failure(job, Status.BAD_IMAGE, str(exc)), frame, wait_ms)
+        boxes = job.boxes
+        if boxes is None:
+            boxes = self.proposals.match(frame.stamp_ns, settings.proposals_max_skew)
+            if boxes is None and not settings.has_detector:
+                return JobOutcome(self.failure(
+                    job, Status.NO_PROPOSALS,
+                    f'no Proposals message within proposals_max_skew='
+                    f'{settings.proposals_max_skew:g} s of the image stamp '
+                    f'({len(self.proposals)} recent) and no detector is configured'),
+                    frame, wait_ms)
+        depth_m, intrinsics, depth_note = self._depth_for(frame, image.shape[1], image.shape[0])
+        result = self.grounder.ground(image, job.expression, boxes=boxes, depth_m=depth_m,
+                                      intrinsics=intrinsics, frame_key=frame.key,
+                                      options=self.options())
+        if depth_note:
+            message = f'{result.message}; {depth_note}' if result.message else depth_note
+            result = dataclasses.replace(result, message=message)
+        return JobOutcome(result, frame, wait_ms)
+
+    def _check_expression(self, expression: str, max_chars: int) -> Optional[str]:
+        if not expression or not expression.strip():
+            return 'expression is empty'
+        if len(expression) > max_chars:
+            return (f'expression is {len(expression)} characters long; the limit is '
+                    f'{max_chars} (max_expression_chars)')
+        return None
+
+    def _depth_for(self, frame: Frame, width: int, height: int):
+        """Return (depth_m, intrinsics, note) for *frame*; (None, None, note) when unusable."""
+        depth_frame = self.depth.match(frame.stamp_ns, self.settings.depth_max_skew)
+        if depth_frame is None:
+            return None, None, ''
+        try:
+            depth_m = depth_frame.decode()
+        except ValueError as exc:
+            return None, None, f'depth image ignored: {exc}'
+        if depth_m.shape != (height, width):
+            return None, None, (f'depth image ignored: its size {depth_m.shape[1]}x'
+                                f'{depth_m.shape[0]} differs from the colour image '
+                                f'{width}x{height}')
+        info = self.intrinsics.get()
+        if info is None:
+            return depth_m, None, 'no camera_info received: no 3D position'
+        intrinsics, info_width, info_height = info
+        if (info_width, info_height) != (width, height):
+            return depth_m, None, (f'camera_info is for {info_width}x{info_height}, the image '
+                                   f'is {width}x{height}: no 3D position')
+        return depth_m, intrinsics, ''

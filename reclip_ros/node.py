@@ -1,0 +1,391 @@
+"""The ``reclip`` lifecycle node: camera + text commands in, grounded boxes out.
+
+An adapter only: messages are converted in :mod:`reclip_ros.conversions`, jobs are queued
+in :mod:`reclip_ros.command_queue` and grounded on the worker thread of
+:mod:`reclip_ros.grounding_worker`, which calls :class:`reclip_ros.core.grounder.Grounder`.
+Run it with ``reclip node [--ros-args ...]`` or ``ros2 run reclip_ros reclip_node``.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import sys
+from typing import Any, List, Optional, Sequence
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleState, Node, TransitionCallbackReturn
+from rclpy.qos import (QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data,
+                       qos_profile_system_default)
+from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header, String
+
+from reclip_ros import conversions as conv
+from reclip_ros.command_queue import (SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue,
+                                      GroundingJob, JobOutcome)
+from reclip_ros.core.types import GroundingResult, Status
+from reclip_ros.frame_buffer import Frame
+from reclip_ros.grounding_worker import GroundingWorker, WorkerSettings
+from reclip_ros.msg import GroundingResult as GroundingResultMsg
+from reclip_ros.msg import Proposals
+from reclip_ros.node_parameters import PARAMETERS, validate, validate_all
+from reclip_ros.srv import Ground
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+DYNAMIC_SETTINGS = ('max_image_age', 'continuous', 'continuous_rate', 'proposals_max_skew',
+                    'depth_max_skew')
+
+
+def _descriptor(spec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if isinstance(spec.default, float) and spec.min_value is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)]
+    elif (isinstance(spec.default, int) and not isinstance(spec.default, bool)
+          and spec.min_value is not None):
+        descriptor.integer_range = [IntegerRange(
+            from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
+    return descriptor
+
+
+class ReclipNode(Node):
+    """Lifecycle node grounding text commands in the newest camera frame (see docs/node.md)."""
+
+    def __init__(self, node_name: str = 'reclip', **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.grounder: Any = None
+        self.worker: Optional[GroundingWorker] = None
+        self.last_error = ''
+        self._outputs: List[Any] = []
+        self._inputs: List[Any] = []
+        self._diagnostics_pub = None
+        self._diagnostics_timer = None
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+
+    def param(self, name: str) -> Any:
+        """Return the current value of parameter *name*."""
+        return self.get_parameter(name).value
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def _validate_parameters(self, params: Sequence[rclpy.parameter.Parameter]):
+        for p in params:
+            problem = validate(p.name, p.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: Sequence[rclpy.parameter.Parameter]) -> None:
+        if self.worker is not None:
+            self._update_settings(self.worker.settings)
+
+    def _update_settings(self, settings: WorkerSettings) -> None:
+        for name in DYNAMIC_SETTINGS:
+            setattr(settings, name, self.param(name))
+
+    def _options(self):
+        from reclip_ros.core.grounder import GroundingOptions
+        return GroundingOptions(use_relations=bool(self.param('use_relations')),
+                                size_prior=float(self.param('size_prior')))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Validate parameters and load the models; FAILURE (with the reason) when not possible."""
+        from reclip_ros.core.grounder import Grounder, GrounderConfig
+        problem = validate_all({spec.name: self.param(spec.name) for spec in PARAMETERS})
+        if problem is None:
+            try:
+                config = GrounderConfig(
+                    models=tuple(m for m in self.param('models') if m.strip()),
+                    device=self.param('device'), precision=self.param('precision'),
+                    spacy_model=self.param('spacy_model'), detector=self.param('detector'),
+                    blur_sigma=self.param('blur_sigma'), size_prior=self.param('size_prior'),
+                    batch_size=self.param('batch_size'),
+                    max_expression_chars=self.param('max_expression_chars'),
+                    detector_score_threshold=self.param('detector_score_threshold'),
+                    detector_top_k=self.param('detector_top_k'))
+                self.get_logger().info(f'loading models {list(config.models)} on '
+                                       f'{config.device} (detector {config.detector!r})')
+                self.grounder = Grounder.from_config(config)
+            except Exception as exc:  # noqa: BLE001 - the reason goes to the log
+                problem = f'{type(exc).__name__}: {exc}'
+        if problem is not None:
+            self.last_error = f'configure failed: {problem}'
+            self.get_logger().error(self.last_error)
+            self._release()
+            return FAILURE
+        self.last_error = ''
+        reliable = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+        self._result_pub = self.create_lifecycle_publisher(GroundingResultMsg, 'grounding',
+                                                           reliable)
+        self._debug_pub = self.create_lifecycle_publisher(Image, 'debug_image', 1)
+        self._point_pub = self.create_lifecycle_publisher(
+            PointStamped, 'target_point', reliable)
+        self._outputs = [self._result_pub, self._debug_pub, self._point_pub]
+        settings = WorkerSettings(max_expression_chars=self.param('max_expression_chars'),
+                                  has_detector=bool(self.param('detector')))
+        self._update_settings(settings)
+        self.worker = GroundingWorker(
+            self.grounder, CommandQueue(self.param('queue_size')), self._publish,
+            self._now_ns, settings, options=self._options, log_error=self.get_logger().error)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics_timer = self.create_timer(
+            self.param('diagnostics_period'), self._publish_diagnostics,
+            callback_group=self._timer_group)
+        self.get_logger().info(f'configured: models {self.grounder.model_names} on '
+                               f'{self.grounder.device}')
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the inputs, offer ``~/ground`` and start the worker."""
+        image_qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
+                               reliability=QoSReliabilityPolicy.RELIABLE
+                               if self.param('image_qos_reliability') == 'reliable'
+                               else QoSReliabilityPolicy.BEST_EFFORT)
+        group = self._input_group
+        sub = functools.partial(self.create_subscription, callback_group=group)
+        self._inputs = [
+            sub(Image, 'image', self._on_image, image_qos),
+            sub(String, 'command', self._on_command, qos_profile_system_default),
+            self.create_service(Ground, '~/ground', self._on_ground,
+                                callback_group=self._service_group),
+        ]
+        if self.param('subscribe_compressed'):
+            self._inputs.append(sub(CompressedImage, 'image/compressed',
+                                    self._on_compressed, image_qos))
+        if self.param('use_depth'):
+            self._inputs += [sub(Image, 'depth', self._on_depth, image_qos),
+                             sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos)]
+        if self.param('use_proposals_topic'):
+            self._inputs.append(sub(Proposals, 'proposals', self._on_proposals, 10))
+        self.worker.start()
+        self.get_logger().info('active: listening on '
+                               f'{self.resolve_topic_name("image")} and '
+                               f'{self.resolve_topic_name("command")}')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop listening; waiting commands are answered DROPPED."""
+        self._stop_inputs()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the models (and GPU memory) and the publishers."""
+        self._release()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop and free everything from any state."""
+        self.release()
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free everything and go back to unconfigured."""
+        self.get_logger().error('error processing: releasing models')
+        return self.on_shutdown(state)
+
+    def release(self) -> None:
+        """Stop the worker and free models and publishers (used at process exit)."""
+        self._stop_inputs()
+        self._release()
+
+    def _stop_inputs(self) -> None:
+        for entity in self._inputs:
+            if isinstance(entity, rclpy.service.Service):
+                self.destroy_service(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._inputs = []
+        if self.worker is not None:
+            self.worker.stop()
+
+    def _release(self) -> None:
+        for pub in self._outputs:
+            self.destroy_lifecycle_publisher(pub)
+        self._outputs = []
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self.destroy_publisher(self._diagnostics_pub)
+            self._diagnostics_timer = self._diagnostics_pub = None
+        self.worker = None
+        if self.grounder is not None:
+            self.grounder.close()
+            self.grounder = None
+        gc.collect()
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a hard dependency
+            pass
+
+    # -- inputs (executor threads: store and enqueue only) ---------------------------------
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _frame(self, msg: Any, decoder) -> Frame:
+        return Frame(conv.stamp_to_ns(msg.header.stamp), self._now_ns(), msg.header,
+                     functools.partial(decoder, msg))
+
+    def _on_image(self, msg: Image) -> None:
+        self.worker.frames.put(self._frame(msg, conv.image_to_rgb))
+        self.worker.notify_frame()
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self.worker.frames.put(self._frame(msg, conv.compressed_to_rgb))
+        self.worker.notify_frame()
+
+    def _on_depth(self, msg: Image) -> None:
+        frame = self._frame(msg, conv.depth_image_to_meters)
+        self.worker.depth.put(frame.stamp_ns, frame)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            intrinsics = conv.camera_info_to_intrinsics(msg)
+        except ValueError as exc:
+            self.get_logger().warning(str(exc), throttle_duration_sec=10.0)
+            return
+        self.worker.intrinsics.put((intrinsics, int(msg.width), int(msg.height)))
+
+    def _on_proposals(self, msg: Proposals) -> None:
+        try:
+            boxes = conv.proposals_to_boxes(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f'bad Proposals message: {exc}',
+                                      throttle_duration_sec=10.0)
+            return
+        self.worker.proposals.put(conv.stamp_to_ns(msg.header.stamp), boxes)
+
+    def _enqueue(self, job: GroundingJob) -> None:
+        worker = self.worker
+        if not worker.queue.put(job):
+            worker.finish(job, JobOutcome(worker.failure(
+                job, Status.DROPPED,
+                f'command queue full ({worker.queue.capacity} waiting; queue_size)')))
+
+    def _on_command(self, msg: String) -> None:
+        self._enqueue(GroundingJob(msg.data, SOURCE_TOPIC, self._now_ns()))
+
+    def _on_ground(self, request: Ground.Request, response: Ground.Response):
+        job = GroundingJob(request.expression, SOURCE_SERVICE, self._now_ns())
+        if request.image.width > 0 and request.image.height > 0:
+            job.frame = self._frame(request.image, conv.image_to_rgb)
+        if request.boxes:
+            job.boxes = conv.rois_to_boxes(request.boxes)[0]
+        worker = self.worker
+        if worker is None or not worker.running:
+            job.complete(JobOutcome(GroundingResult.failure(
+                job.expression, Status.DROPPED, 'not grounded: the node is not active')))
+        else:
+            self._enqueue(job)
+            timeout = self.param('service_timeout')
+            if job.wait(timeout) is None:
+                worker.finish(job, JobOutcome(worker.failure(
+                    job, Status.ERROR, f'no result within service_timeout={timeout:g} s')))
+        response.result = self._to_msg(job, job.wait(0))
+        return response
+
+    # -- outputs (worker thread) -----------------------------------------------------------
+
+    def _to_msg(self, job: GroundingJob, outcome: JobOutcome) -> GroundingResultMsg:
+        result, frame = outcome.result, outcome.frame
+        width = height = 0
+        if frame is not None and result.status == Status.OK:
+            height, width = frame.decode().shape[:2]
+        header = frame.header if frame is not None else Header(
+            stamp=conv.ns_to_stamp(job.received_ns))
+        return conv.result_to_msg(result, header, width, height,
+                                  max_candidates=self.param('max_candidates'),
+                                  queue_wait_ms=outcome.queue_wait_ms)
+
+    def _publish(self, job: GroundingJob, outcome: JobOutcome) -> None:
+        msg = self._to_msg(job, outcome)
+        self._result_pub.publish(msg)
+        if msg.has_position:
+            self._point_pub.publish(conv.position_to_point(outcome.result.position,
+                                                           msg.header))
+        if (outcome.result.status == Status.OK and self.param('publish_debug_image')
+                and self._debug_pub.get_subscription_count() > 0):
+            from reclip_ros.core.drawing import draw_result
+            drawn = draw_result(outcome.frame.decode(), outcome.result,
+                                top_k=self.param('debug_top_k'))
+            self._debug_pub.publish(conv.array_to_image(drawn, 'rgb8', msg.header))
+
+    def _publish_diagnostics(self) -> None:
+        worker, grounder = self.worker, self.grounder
+        if worker is None or grounder is None or self._diagnostics_pub is None:
+            return
+        frame = worker.frames.get()
+        values = {
+            'state': 'active' if worker.running else 'inactive',
+            'device': grounder.device, 'models': grounder.model_names,
+            'detector': self.param('detector') or '(proposals topic only)',
+            'queue_length': len(worker.queue), 'queue_capacity': worker.queue.capacity,
+            'commands_accepted': worker.queue.accepted, 'commands_dropped':
+                worker.queue.refused, 'busy': worker.busy, 'continuous': self.param('continuous'),
+            'frames_received': worker.frames.count,
+            'last_image_age_s': frame.age_s(self._now_ns()) if frame else 'never',
+        }
+        values.update({f'results_{k}': v for k, v in worker.stats.by_status.items()})
+        values.update(worker.stats.summary())
+        level, message = DiagnosticStatus.OK, 'ok'
+        if worker.running and frame is None:
+            level, message = DiagnosticStatus.WARN, 'no image received yet'
+        elif len(worker.queue) >= worker.queue.capacity:
+            level, message = DiagnosticStatus.WARN, 'command queue full'
+        status = conv.diagnostic_status(f'{self.get_name()}: grounding', grounder.device,
+                                        level[0], message, values)
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the node until shutdown; configure and activate it when ``autostart`` is true."""
+    args = ['reclip_node'] + list(sys.argv[1:] if argv is None else argv)
+    rclpy.init(args=args)
+    node = ReclipNode()
+    executor = MultiThreadedExecutor(num_threads=6)
+    executor.add_node(node)
+    code = 0
+    try:
+        if node.param('autostart'):
+            if node.trigger_configure() == SUCCESS:
+                node.trigger_activate()
+            else:
+                node.get_logger().error('autostart: configure failed; the node stays '
+                                        'unconfigured (fix the parameters and configure again)')
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        try:
+            node.release()
+        except Exception as exc:  # noqa: BLE001 - best effort at exit
+            print(f'reclip_node: shutdown: {exc}', file=sys.stderr)
+            code = 1
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())
