@@ -284,7 +284,14 @@ class ResultStore:
         """Append one result line and flush it to disk."""
         if self._file is None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            needs_newline = False
+            if self.path.exists() and self.path.stat().st_size > 0:
+                with open(self.path, 'rb') as f:
+                    f.seek(-1, os.SEEK_END)
+                    needs_newline = f.read(1) != b'\n'
             self._file = open(self.path, 'a', encoding='utf-8')
+            if needs_newline:  # a line cut short by a crash: never glue a new line to it
+                self._file.write('\n')
         self._file.write(json.dumps(entry, sort_keys=True) + '\n')
         self._file.flush()
         self.results[entry['key']] = entry
@@ -468,7 +475,8 @@ class Evaluator:
             proposals, reason, detail = self._proposals_for(image_key, group, image, cache)
             if reason:
                 return self._entry(record, variant, failure=reason, detail=detail)
-        proposals = tuple(b for b in proposals if b.clipped(w, h).area > 0)
+        proposals = tuple(b for b in proposals  # the grounder drops sub-pixel boxes too
+                          if b.clipped(w, h).width >= 1 and b.clipped(w, h).height >= 1)
         if not proposals:  # as the paper's code: fall back to the whole image
             proposals = (Box(0.0, 0.0, float(w), float(h)),)
             self.warnings[EMPTY_PROPOSALS_WARNING] += 1
