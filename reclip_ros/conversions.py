@@ -106,9 +106,11 @@ def image_to_rgb(msg: Image) -> np.ndarray:
 
     """
     if msg.encoding not in COLOUR_ENCODINGS:
+        kind = ('is a depth encoding, not a colour encoding' if msg.encoding in IMAGE_ENCODINGS
+                else 'is an unsupported image encoding')
         raise ImageConversionError(
-            f'image encoding {msg.encoding!r} is not a colour encoding; the image topic '
-            f'accepts {", ".join(COLOUR_ENCODINGS)}')
+            f'{msg.encoding!r} {kind}; colour images must be one of '
+            f'{", ".join(COLOUR_ENCODINGS)}')
     array = image_to_array(msg)
     encoding = msg.encoding
     if encoding == 'rgb8':
