@@ -1,0 +1,66 @@
+"""Start the ``reclip`` lifecycle node with its parameter file and topic remappings.
+
+Needs a ROS 2 install with ``launch_ros``::
+
+    ros2 launch reclip_ros reclip.launch.py image_topic:=/camera/color/image_raw \\
+        command_topic:=/speech/text device:=cuda
+
+Launch arguments: ``namespace`` (default ``''``), ``params_file`` (default the installed
+``config/reclip.yaml``), ``image_topic`` (default ``image``), ``command_topic`` (default
+``command``), ``device`` (``auto``), ``autostart`` (``true``: configure and activate at
+start), ``log_level`` (``info``), ``use_sim_time`` (``false``). The launch file only
+describes the node; it has no other side effects.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode
+from launch_ros.parameter_descriptions import ParameterValue
+
+ARGUMENTS = (
+    # name, default (None: computed), description
+    ('namespace', '', 'namespace of the node and its relative topics'),
+    ('params_file', None, 'YAML file with the node parameters (/**: ros__parameters:)'),
+    ('image_topic', 'image', 'colour image topic (sensor_msgs/Image)'),
+    ('command_topic', 'command', 'text command topic (std_msgs/String)'),
+    ('device', 'auto', 'auto, cpu, cuda or cuda:N'),
+    ('autostart', 'true', 'configure and activate the node at start'),
+    ('log_level', 'info', 'debug, info, warn, error or fatal'),
+    ('use_sim_time', 'false', 'use /clock (simulation) time'),
+)
+
+
+def generate_launch_description() -> LaunchDescription:
+    """Declare the arguments and the lifecycle node."""
+    default_params = os.path.join(get_package_share_directory('reclip_ros'), 'config',
+                                  'reclip.yaml')
+    declared = [
+        DeclareLaunchArgument(name, default_value=default_params if default is None
+                              else default, description=description)
+        for name, default, description in ARGUMENTS]
+    config = {name: LaunchConfiguration(name) for name, _, _ in ARGUMENTS}
+    image_topic = config['image_topic']
+
+    node = LifecycleNode(
+        package='reclip_ros', executable='reclip_node', name='reclip',
+        namespace=config['namespace'], output='screen',
+        parameters=[
+            config['params_file'],
+            {
+                'device': ParameterValue(config['device'], value_type=str),
+                'autostart': ParameterValue(config['autostart'], value_type=bool),
+                'use_sim_time': ParameterValue(config['use_sim_time'], value_type=bool),
+            },
+        ],
+        remappings=[
+            ('image', image_topic),
+            ('image/compressed', [image_topic, '/compressed']),
+            ('command', config['command_topic']),
+        ],
+        arguments=['--ros-args', '--log-level', config['log_level']],
+    )
+    return LaunchDescription(declared + [node])
