@@ -137,12 +137,29 @@ def test_node_inputs_are_remapped_to_bridged_topics():
     assert bridges[remaps['camera_info']]['ros'] == 'sensor_msgs/msg/CameraInfo'
 
 
+def _is_create_subscription(func, aliases) -> bool:
+    if isinstance(func, ast.Attribute) and func.attr == 'create_subscription':
+        return True
+    return isinstance(func, ast.Name) and func.id in aliases
+
+
 def _subscribed_topics(path: Path) -> set:
-    """Topic names given to create_subscription in *path* (literals or module constants)."""
+    """Topic names given to create_subscription in *path* (literals or module constants).
+
+    Also follows aliases such as ``sub = functools.partial(self.create_subscription, ...)``.
+    """
     constants = module_constants(path)
+    tree = ast.parse(path.read_text())
+    aliases = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                and getattr(node.value.func, 'attr', getattr(node.value.func, 'id', '')) \
+                == 'partial' and node.value.args \
+                and _is_create_subscription(node.value.args[0], set()):
+            aliases.update(t.id for t in node.targets if isinstance(t, ast.Name))
     topics = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, 'attr', '') == 'create_subscription':
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _is_create_subscription(node.func, aliases):
             args = list(node.args[1:2]) + [k.value for k in node.keywords if k.arg == 'topic']
             for arg in args:
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
@@ -181,5 +198,7 @@ def test_the_topic_checker_finds_literal_and_constant_topics(tmp_path):
                       "    def f(self):\n"
                       "        self.create_subscription(Image, 'image', cb, 1)\n"
                       "        self.create_subscription(Image, DEPTH, cb, 1)\n"
+                      "        sub = functools.partial(self.create_subscription, x=1)\n"
+                      "        sub(CameraInfo, 'camera_info', cb, 1)\n"
                       "        self.create_publisher(Image, 'out', 1)\n")
-    assert _subscribed_topics(sample) == {'image', 'depth'}
+    assert _subscribed_topics(sample) == {'image', 'depth', 'camera_info'}

@@ -13,7 +13,8 @@ stamp and the optical frame id (``frame_id`` parameter, default
   get it): the scene seed, the stamp from which frames show this scene, the
   intrinsics and per object its name, colour, size, 2D box and 3D centre.
 
-Camera topics use sensor-data QoS (best effort, depth 1) unless ``reliable`` is true.
+Camera topics use sensor-data QoS (best effort, depth 1) unless ``reliable`` is true;
+``proposals`` is always reliable (depth 1), which matches reliable and best-effort readers.
 Setting the ``seed`` parameter rebuilds the scene (``ros2 param set /sim_camera seed 7``).
 
 Run it with ``reclip sim [--seed S] [--rate HZ] [--publish-proposals] [--ros-args ...]``
@@ -147,7 +148,8 @@ class SimCameraNode(Node):
         self._image_pub = self.create_publisher(Image, 'image', qos)
         self._depth_pub = self.create_publisher(Image, 'depth', qos)
         self._info_pub = self.create_publisher(CameraInfo, 'camera_info', qos)
-        self._proposals_pub = self.create_publisher(Proposals, 'proposals', qos)
+        # detections are usually reliable; a reliable publisher also matches best effort
+        self._proposals_pub = self.create_publisher(Proposals, 'proposals', camera_qos(True))
         self._truth_pub = self.create_publisher(String, 'ground_truth', _latched_qos())
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
