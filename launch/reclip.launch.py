@@ -2,8 +2,8 @@
 
 Needs a ROS 2 install with ``launch_ros``::
 
-    ros2 launch reclip_ros reclip.launch.py image_topic:=/camera/color/image_raw \\
-        command_topic:=/speech/text device:=cuda
+    ros2 launch reclip_ros reclip.launch.py image_topic:=/camera/color/image_raw
+    ros2 launch reclip_ros reclip.launch.py command_topic:=/speech/text device:=cuda
 
 Launch arguments: ``namespace`` (default ``''``), ``params_file`` (default the installed
 ``config/reclip.yaml``), ``image_topic`` (default ``image``), ``command_topic`` (default
