@@ -123,7 +123,7 @@ COMMAND_VERBS = frozenset({
     'pull', 'open', 'close', 'grasp', 'put', 'place', 'set', 'drop', 'deliver', 'return',
     'highlight', 'detect', 'track', 'inspect', 'check', 'identify', 'watch', 'see', 'head',
     'come', 'retrieve', 'collect', 'remove', 'clean', 'wipe', 'throw', 'toss', 'stack', 'use',
-    'track', 'focus', 'search'})
+    'focus', 'search'})
 #: Verbs whose prepositional phrases after the object are a destination ("put X on Y").
 _PLACEMENT_VERBS = frozenset({'put', 'place', 'set', 'drop', 'move', 'stack', 'throw', 'toss',
                               'push', 'pull', 'return', 'deliver'})
@@ -184,7 +184,7 @@ class Relation:
 
     kind: str
     words: str
-    children: Tuple['Entity', ...]
+    children: Tuple[Entity, ...]
 
     def to_dict(self) -> dict:
         """Return the relation as plain data (children recursively)."""
@@ -353,14 +353,14 @@ class _Builder:
     relations: List[Relation] = field(default_factory=list)
     superlatives: List[Superlative] = field(default_factory=list)
     ordinals: List[Tuple[int, str]] = field(default_factory=list)
-    conjuncts: List['_Extracted'] = field(default_factory=list)
+    conjuncts: List[_Extracted] = field(default_factory=list)
     outer: List[Superlative] = field(default_factory=list)
 
 
 @dataclass
 class _Extracted:
     entity: Entity
-    conjuncts: List['_Extracted']
+    conjuncts: List[_Extracted]
     tokens: Set[int]
     #: Superlatives whose words lie outside the noun chunk ("on the left"), which a
     #: keyword-less parent hoists (prepositional attachment is ambiguous).
