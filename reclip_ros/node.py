@@ -34,7 +34,7 @@ from reclip_ros.frame_buffer import Frame
 from reclip_ros.grounding_worker import GroundingWorker, WorkerSettings
 from reclip_ros.msg import GroundingResult as GroundingResultMsg
 from reclip_ros.msg import Proposals
-from reclip_ros.node_parameters import PARAMETERS, validate, validate_all
+from reclip_ros.node_parameters import PARAMETERS, SPECS, validate, validate_all
 from reclip_ros.srv import Ground
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
@@ -44,7 +44,10 @@ DYNAMIC_SETTINGS = ('max_image_age', 'continuous', 'continuous_rate', 'proposals
 
 
 def _descriptor(spec) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    description = spec.description
+    if spec.on_configure:
+        description += ' (applied on configure; change it while unconfigured)'
+    descriptor = ParameterDescriptor(description=description, read_only=spec.read_only)
     if spec.choices:
         descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
     if isinstance(spec.default, float) and spec.min_value is not None:
@@ -69,6 +72,7 @@ class ReclipNode(Node):
         self.grounder: Any = None
         self.worker: Optional[GroundingWorker] = None
         self.last_error = ''
+        self.configured = False
         self._outputs: List[Any] = []
         self._inputs: List[Any] = []
         self._diagnostics_pub = None
@@ -86,6 +90,10 @@ class ReclipNode(Node):
     def _validate_parameters(self, params: Sequence[rclpy.parameter.Parameter]):
         for p in params:
             problem = validate(p.name, p.value)
+            spec = SPECS.get(p.name)
+            if problem is None and spec is not None and spec.on_configure and self.configured:
+                problem = (f'{p.name} is applied on configure: deactivate and clean up the '
+                           'node, set it, then configure again')
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
@@ -148,6 +156,7 @@ class ReclipNode(Node):
         self._diagnostics_timer = self.create_timer(
             self.param('diagnostics_period'), self._publish_diagnostics,
             callback_group=self._timer_group)
+        self.configured = True
         self.get_logger().info(f'configured: models {self.grounder.model_names} on '
                                f'{self.grounder.device}')
         return SUCCESS
@@ -227,6 +236,7 @@ class ReclipNode(Node):
         if self.grounder is not None:
             self.grounder.close()
             self.grounder = None
+        self.configured = False
         gc.collect()
         try:
             import torch

@@ -22,7 +22,10 @@ class ParameterSpec:
         name: parameter name.
         default: default value (its type is the parameter's type).
         description: what it means, with units.
-        read_only: True when a change needs a reload (set it at start-up only).
+        read_only: True when the value only matters at start-up (never changeable).
+        on_configure: True when the value is applied in ``on_configure`` (models, queue,
+            subscriptions): it can be changed only while the node is unconfigured, then
+            takes effect with the next configure.
         min_value, max_value: inclusive numeric range (None: unbounded).
         choices: allowed string values (empty: any).
     """
@@ -31,36 +34,37 @@ class ParameterSpec:
     default: Any
     description: str
     read_only: bool = False
+    on_configure: bool = False
     min_value: Optional[float] = None
     max_value: Optional[float] = None
     choices: Tuple[str, ...] = ()
 
 
 PARAMETERS: Tuple[ParameterSpec, ...] = (
-    # -- models (loaded in on_configure; change them, then cleanup + configure) --------
+    # -- models (loaded in on_configure; change them while unconfigured) ---------------
     ParameterSpec('models', ['openai/clip-vit-base-patch32'],
                   'CLIP-family models to ensemble (logits summed): hub ids or local model '
-                  "directories; 'sim' is the embedded simulation model", read_only=True),
+                  "directories; 'sim' is the embedded simulation model", on_configure=True),
     ParameterSpec('detector', 'google/owlv2-base-patch16-ensemble',
                   'object detector for proposals (hub id or directory); empty: proposals '
-                  'only from the `proposals` topic or the service request', read_only=True),
+                  'only from the `proposals` topic or the service request', on_configure=True),
     ParameterSpec('spacy_model', 'en_core_web_sm',
-                  'spaCy pipeline of the expression parser', read_only=True),
+                  'spaCy pipeline of the expression parser', on_configure=True),
     ParameterSpec('device', 'auto', "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'",
-                  read_only=True),
+                  on_configure=True),
     ParameterSpec('precision', 'auto',
                   "model precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16'",
-                  read_only=True, choices=('auto', 'fp32', 'fp16', 'bf16')),
+                  on_configure=True, choices=('auto', 'fp32', 'fp16', 'bf16')),
     ParameterSpec('batch_size', 32, 'isolated images per forward pass (bounds GPU memory)',
-                  read_only=True, min_value=1, max_value=1024),
+                  on_configure=True, min_value=1, max_value=1024),
     ParameterSpec('blur_sigma', 100.0, 'Gaussian sigma of the blur isolation, pixels',
-                  read_only=True, min_value=0.0, max_value=1000.0),
+                  on_configure=True, min_value=0.0, max_value=1000.0),
     ParameterSpec('detector_score_threshold', 0.1, 'detector boxes below this score are '
-                  'dropped, [0, 1]', read_only=True, min_value=0.0, max_value=1.0),
+                  'dropped, [0, 1]', on_configure=True, min_value=0.0, max_value=1.0),
     ParameterSpec('detector_top_k', 30, 'the most detector boxes kept per frame',
-                  read_only=True, min_value=1, max_value=1000),
+                  on_configure=True, min_value=1, max_value=1000),
     ParameterSpec('max_expression_chars', 1000, 'longer commands give INVALID_COMMAND',
-                  read_only=True, min_value=1, max_value=100000),
+                  on_configure=True, min_value=1, max_value=100000),
     # -- grounding (take effect on the next command) ------------------------------------
     ParameterSpec('size_prior', 0.0, 'boxes with area <= this fraction of the image get '
                   'probability 0 (0 disables; the paper uses 0.05)',
@@ -84,23 +88,23 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   min_value=0, max_value=100),
     ParameterSpec('service_timeout', 60.0, 'seconds a `~/ground` call waits for its result '
                   'before answering ERROR', min_value=0.1, max_value=3600.0),
-    # -- interface (applied on activate / configure) --------------------------------------
+    # -- interface (applied on configure) ---------------------------------------------------
     ParameterSpec('autostart', False, 'configure and activate when the node starts',
                   read_only=True),
     ParameterSpec('queue_size', 10, 'commands waiting at most; more give DROPPED',
-                  read_only=True, min_value=1, max_value=1000),
+                  on_configure=True, min_value=1, max_value=1000),
     ParameterSpec('subscribe_compressed', False,
-                  'also subscribe `image/compressed` (JPEG/PNG)', read_only=True),
+                  'also subscribe `image/compressed` (JPEG/PNG)', on_configure=True),
     ParameterSpec('use_depth', True, 'subscribe `depth` and `camera_info` for 3D points and '
-                  'depth-aware relations', read_only=True),
+                  'depth-aware relations', on_configure=True),
     ParameterSpec('use_proposals_topic', True, 'subscribe `proposals` (external boxes)',
-                  read_only=True),
+                  on_configure=True),
     ParameterSpec('image_qos_reliability', 'best_effort',
                   "reliability of the image subscriptions: 'best_effort' (sensor data, "
-                  "matches any publisher) or 'reliable'", read_only=True,
+                  "matches any publisher) or 'reliable'", on_configure=True,
                   choices=('best_effort', 'reliable')),
     ParameterSpec('diagnostics_period', 1.0, 'seconds between /diagnostics messages',
-                  read_only=True, min_value=0.1, max_value=60.0),
+                  on_configure=True, min_value=0.1, max_value=60.0),
 )
 
 SPECS: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
