@@ -431,10 +431,23 @@ class _TreeExtractor:
         for path, other in ends:
             if other is not None:
                 self._add_relation(builder, path, other)
+        self._complete_between(builder)
         for path, other in ends:
             if other is None:
                 self._add_leaf(builder, path)
         return self._finish(builder)
+
+    @staticmethod
+    def _complete_between(builder: _Builder) -> None:
+        """Give a one-child "between" the entity's own conjunct as its second child.
+
+        spaCy often attaches "and the Y" of "the cup between the X and the Y" to "cup".
+        """
+        for k, rel in enumerate(builder.relations):
+            if rel.kind == 'between' and len(rel.children) == 1 and builder.conjuncts:
+                second = builder.conjuncts.pop(0)
+                builder.relations[k] = Relation(rel.kind, rel.words,
+                                                rel.children + (second.entity,))
 
     def _neighbours(self, tok) -> List:
         out = list(tok.children)
