@@ -1,0 +1,77 @@
+"""``reclip bench``: per-stage latency of region scoring on a synthetic frame.
+
+Example (no network needed, real ViT-B/32 compute with random weights)::
+
+    reclip bench --random-init vit-b-32 --proposals 10 20 40 --threads 2
+
+Exit codes: 0 done; 2 bad arguments, missing model or unavailable device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from reclip_ros.core.random_models import CLIP_PRESETS
+
+DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` arguments to *parser*."""
+    parser.add_argument('--random-init', choices=CLIP_PRESETS, default='',
+                        help='benchmark a CLIP with random weights and this architecture '
+                             'instead of --model (works offline)')
+    parser.add_argument('--random-dir', default='', metavar='DIR',
+                        help='save/reuse the random-weight model under DIR '
+                             '(default: a temporary directory)')
+    parser.add_argument('--model', action='append', metavar='ID_OR_DIR',
+                        help='CLIP-family model (hub id, directory or "sim"); repeat to '
+                             f'ensemble (default: {DEFAULT_MODEL})')
+    parser.add_argument('--proposals', type=int, nargs='+', default=[10, 20, 40], metavar='N',
+                        help='numbers of proposal boxes to measure (default: 10 20 40)')
+    parser.add_argument('--repeats', type=int, default=3, metavar='R',
+                        help='timed repeats per N, median reported (default: 3)')
+    parser.add_argument('--precision', default='fp32', choices=('auto', 'fp32', 'fp16', 'bf16'),
+                        help='model precision; other than fp32 also compares rankings with '
+                             'fp32 (default: fp32)')
+    parser.add_argument('--device', default='auto',
+                        help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
+    parser.add_argument('--batch-size', type=int, default=32, metavar='B',
+                        help='images per forward pass (default: 32)')
+    parser.add_argument('--threads', type=int, default=0, metavar='T',
+                        help='torch CPU threads (default: 0 = torch default)')
+    parser.add_argument('--no-grounder', action='store_true',
+                        help='emulate the relational expression with scorer calls instead of '
+                             'running the Grounder')
+    parser.add_argument('--json', action='store_true', help='print the report as JSON')
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print a table (or JSON)."""
+    from reclip_ros.core.benchmark import BenchConfig, format_table, run_benchmark
+    from reclip_ros.core.types import ReclipError
+
+    if args.repeats < 1 or args.batch_size < 1 or min(args.proposals) < 1:
+        print('error: --repeats, --batch-size and --proposals must be >= 1', file=sys.stderr)
+        return 2
+    config = BenchConfig(
+        models=tuple(args.model or [DEFAULT_MODEL]), random_init=args.random_init or '',
+        random_dir=args.random_dir, proposals=tuple(args.proposals), repeats=args.repeats,
+        precision=args.precision, device=args.device, batch_size=args.batch_size,
+        threads=args.threads, use_grounder=not args.no_grounder)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        report = run_benchmark(config, log=log)
+    except (ReclipError, ValueError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+    return 0
