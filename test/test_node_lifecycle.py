@@ -1,0 +1,177 @@
+"""In-process lifecycle tests of the reclip node over real DDS (tiny CLIP, CPU)."""
+
+import threading
+
+import pytest
+import rclpy
+from lifecycle_msgs.srv import GetState
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+
+from node_helpers import TestClient, domain_id, init_context, rss_kb, scene_boxes, wait_until
+from reclip_ros.msg import GroundingResult
+from reclip_ros.node import ReclipNode
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+
+
+@pytest.fixture(scope='module')
+def context():
+    ctx = init_context(domain_id('lifecycle'))
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture()
+def spun(context):
+    """Start nodes on a multi-threaded executor; shut everything down afterwards."""
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    nodes, clients = [], []
+
+    def add(node=None, client=False):
+        if node is not None:
+            nodes.append(node)
+            executor.add_node(node)
+            if not thread.is_alive():
+                thread.start()
+            return node
+        test_client = TestClient(context)
+        clients.append(test_client)
+        return test_client
+
+    yield add
+    for c in clients:
+        c.close()
+    executor.shutdown(timeout_sec=2.0)
+    for n in nodes:
+        n.release()
+        n.destroy_node()
+
+
+def make_node(context, **params):
+    overrides = [Parameter(name, value=value) for name, value in params.items()]
+    return ReclipNode(context=context, parameter_overrides=overrides)
+
+
+def tiny_params(tiny_clip_dir, **extra):
+    params = dict(models=[tiny_clip_dir], detector='', spacy_model='en_core_web_sm',
+                  max_image_age=30.0, diagnostics_period=0.2)
+    params.update(extra)
+    return params
+
+
+def state_label(client: TestClient) -> str:
+    getter = client.node.create_client(GetState, '/reclip/get_state')
+    try:
+        assert getter.wait_for_service(timeout_sec=10.0)
+        future = getter.call_async(GetState.Request())
+        assert wait_until(future.done, 10.0)
+        return future.result().current_state.label
+    finally:
+        client.node.destroy_client(getter)
+
+
+def test_full_lifecycle(context, spun, tiny_clip_dir):
+    rss_start = rss_kb(__import__('os').getpid())
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir)))
+    client = spun(client=True)
+    assert state_label(client) == 'unconfigured'
+    assert node.grounder is None
+
+    assert node.trigger_configure() == SUCCESS
+    assert state_label(client) == 'inactive'
+    assert node.grounder.device == 'cpu'
+    assert node.grounder.model_names == [tiny_clip_dir]
+    rss_configured = rss_kb(__import__('os').getpid())
+    # inactive: nothing subscribed yet
+    assert client.command_pub.get_subscription_count() == 0
+
+    assert node.trigger_activate() == SUCCESS
+    assert state_label(client) == 'active'
+    assert client.wait_connected(), 'the active node did not subscribe / offer ~/ground'
+    header = client.publish_image(boxes=scene_boxes())
+    result = client.command('the red block')
+    assert result.status == GroundingResult.OK, result.status_message
+    assert result.header.frame_id == header.frame_id
+    assert result.header.stamp == header.stamp
+    assert 0.0 <= result.confidence <= 1.0
+
+    assert node.trigger_deactivate() == SUCCESS
+    assert state_label(client) == 'inactive'
+    assert wait_until(lambda: client.command_pub.get_subscription_count() == 0, 10.0)
+    assert wait_until(lambda: not client.ground.service_is_ready(), 10.0)
+    assert node.grounder is not None, 'deactivate keeps the models loaded'
+
+    # activate again: the same models answer again
+    assert node.trigger_activate() == SUCCESS
+    assert client.wait_connected()
+    client.publish_image(boxes=scene_boxes())
+    assert client.command('the blue block').status == GroundingResult.OK
+
+    assert node.trigger_deactivate() == SUCCESS
+    assert node.trigger_cleanup() == SUCCESS
+    assert state_label(client) == 'unconfigured'
+    assert node.grounder is None and node.worker is None
+    rss_cleaned = rss_kb(__import__('os').getpid())
+    print(f'\nRSS kB: start {rss_start}, configured {rss_configured}, cleaned {rss_cleaned}')
+
+    # configure again after cleanup: the models load again
+    assert node.trigger_configure() == SUCCESS
+    assert node.grounder is not None
+
+
+def test_configure_fails_cleanly_with_a_missing_model(context, spun, tiny_clip_dir, tmp_path):
+    missing = str(tmp_path / 'no_such_model')
+    node = spun(make_node(context, **tiny_params(missing)))
+    client = spun(client=True)
+    assert node.trigger_configure() == FAILURE
+    assert state_label(client) == 'unconfigured'
+    assert 'no_such_model' in node.last_error
+    assert node.grounder is None and node.worker is None
+    # while unconfigured, the model can be fixed and configure retried
+    result = node.set_parameters([Parameter('models', value=[tiny_clip_dir])])[0]
+    assert result.successful, result.reason
+    assert node.trigger_configure() == SUCCESS
+    assert node.grounder.model_names == [tiny_clip_dir]
+
+
+def test_configure_fails_with_a_bad_parameter_given_at_start(context, spun, tiny_clip_dir):
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir, device='gpu')))
+    assert node.trigger_configure() == FAILURE
+    assert 'device' in node.last_error and 'gpu' in node.last_error
+
+
+def test_configure_fails_when_cuda_is_absent(context, spun, tiny_clip_dir):
+    torch = pytest.importorskip('torch')
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA; the test checks the error without it')
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir, device='cuda')))
+    assert node.trigger_configure() == FAILURE
+    assert 'cuda' in node.last_error.lower()
+
+
+def test_parameters_are_validated_with_a_reason(context, spun, tiny_clip_dir):
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir)))
+    bad = node.set_parameters([Parameter('continuous_rate', value=-1.0)])[0]
+    assert not bad.successful and bad.reason
+    bad = node.set_parameters([Parameter('precision', value='int4')])[0]
+    assert not bad.successful and 'precision' in bad.reason
+    bad = node.set_parameters([Parameter('models', value=['  '])])[0]
+    assert not bad.successful and 'models' in bad.reason
+    bad = node.set_parameters([Parameter('autostart', value=True)])[0]
+    assert not bad.successful, 'autostart is read-only'
+
+    assert node.trigger_configure() == SUCCESS
+    refused = node.set_parameters([Parameter('detector', value='other')])[0]
+    assert not refused.successful and 'configure' in refused.reason
+    assert node.get_parameter('detector').value == ''
+    ok = node.set_parameters([Parameter('max_image_age', value=5.0),
+                              Parameter('continuous', value=True)])
+    assert all(r.successful for r in ok)
+    assert node.worker.settings.max_image_age == 5.0
+    assert node.worker.settings.continuous is True
+    descriptor = node.describe_parameter('max_image_age')
+    assert descriptor.description and descriptor.floating_point_range
