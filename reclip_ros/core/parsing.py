@@ -279,6 +279,15 @@ class _Labels:
     relation: List[Optional[str]]
     superlative: List[Optional[str]]
     ordinal: List[Optional[int]]
+    #: token index -> indices of the multi-word keyword it belongs to (absent: single word)
+    phrase: Dict[int, Tuple[int, ...]] = field(default_factory=dict)
+
+    def expand(self, indices) -> Set[int]:
+        """The indices plus every token of the multi-word keywords they belong to."""
+        out: Set[int] = set()
+        for i in indices:
+            out.update(self.phrase.get(i, (i,)))
+        return out
 
     def any(self, i: int) -> bool:
         return (self.relation[i] is not None or self.superlative[i] is not None
@@ -320,7 +329,9 @@ def _label_tokens(doc) -> _Labels:
         k = len(phrase)
         for start in range(0, n - k + 1):
             if tuple(lowers[start:start + k]) == phrase and not any(taken[start:start + k]):
-                for i in range(start, start + k):
+                members = tuple(range(start, start + k))
+                for i in members:
+                    labels.phrase[i] = members
                     taken[i] = True
                     labels.relation[i] = rel
                     labels.superlative[i] = sup
@@ -340,7 +351,10 @@ def _join_tokens(doc, indices: Sequence[int]) -> str:
 
 
 def _path_words(doc, path: Sequence[int]) -> str:
-    return _join_tokens(doc, path)
+    """The words of a dependency path, as the contiguous text they span."""
+    if not path:
+        return ''
+    return _join_tokens(doc, range(min(path), max(path) + 1))
 
 
 @dataclass
@@ -494,7 +508,7 @@ class _TreeExtractor:
             self.visited.update(range(other.start, other.end))
             sup = _OBSERVER_SUPERLATIVE.get(kind)
             if sup is not None:
-                self.used_keywords.update(path)
+                self.used_keywords.update(self.labels.expand(path))
                 builder.superlatives.append(Superlative(
                     sup, _join_tokens(self.doc, path + list(range(other.start, other.end)))))
             return
@@ -502,14 +516,15 @@ class _TreeExtractor:
         if kind is None:
             # Keyword-less relation: score "head + path + other" as one predicate; the other
             # entity's relations are kept (prepositional attachment is ambiguous).
-            builder.tokens.update(path)
-            builder.tokens.update(extracted.tokens)
+            span = set(path) | extracted.tokens
+            builder.tokens.update(range(min(span), max(span) + 1))
             builder.relations.extend(extracted.entity.relations)
             builder.superlatives.extend(extracted.outer_superlatives)
             return
-        self.used_keywords.update(path)
+        keyword_tokens = self.labels.expand(path)
+        self.used_keywords.update(keyword_tokens)
         children = [extracted] + extracted.conjuncts
-        words = _path_words(self.doc, path)
+        words = _path_words(self.doc, sorted(set(path) | keyword_tokens))
         if kind == 'between':
             builder.relations.append(
                 Relation(kind, words, tuple(c.entity for c in children[:2])))
@@ -531,7 +546,7 @@ class _TreeExtractor:
         kinds = {self.labels.superlative[i] for i in sup_tokens}
         kind = next(k for k in SUPERLATIVE_KEYWORDS if k in kinds)
         used = [i for i in sup_tokens if self.labels.superlative[i] == kind]
-        self.used_keywords.update(used)
+        self.used_keywords.update(self.labels.expand(used))
         words = _join_tokens(self.doc, [i for i in path if i not in builder.tokens] or used)
         reference = 'candidates'
         if kind == 'middle' and any(t.lower_ in _IMAGE_WORDS
