@@ -222,3 +222,14 @@ def test_convert_reclip_authors_jsonl(tmp_path):
     out = tmp_path / 'ours.jsonl'
     assert cli.main(['eval', 'convert-reclip', str(src), '--output', str(out)]) == 0
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_missing_model_stops_with_a_clear_error(dataset, capsys):
+    for name in ('reclip_ros.core.parsing', 'reclip_ros.core.resolver',
+                 'reclip_ros.core.region_scorer'):
+        pytest.importorskip(name)
+    missing = str(dataset['tmp'] / 'no_such_model')
+    assert cli.main(_argv(dataset, '--model', missing, '--variants', 'full')) == 2
+    err = capsys.readouterr().err
+    assert 'error:' in err and 'no_such_model' in err
+    assert not (dataset['out'] / 'results.jsonl').exists()

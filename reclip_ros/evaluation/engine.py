@@ -187,6 +187,7 @@ class ProgressBar:
         self._last_draw = 0.0
         self._interval = min_interval if self._is_tty() else log_interval
         self._note = ''
+        self._drawn_count = -1
 
     def _is_tty(self) -> bool:
         try:
@@ -226,6 +227,7 @@ class ProgressBar:
         if self.enabled and (now - self._last_draw >= self._interval or self.count >= self.total):
             self._draw()
             self._last_draw = now
+            self._drawn_count = self.count
 
     def _draw(self) -> None:
         if self._is_tty():
@@ -238,7 +240,8 @@ class ProgressBar:
         """Draw the final state and end the line."""
         if not self.enabled:
             return
-        self._draw()
+        if self._drawn_count != self.count:
+            self._draw()
         if self._is_tty():
             self.stream.write('\n')
         self.stream.flush()
@@ -397,6 +400,8 @@ class Evaluator:
         if skipped and s.progress:
             stream.write(f'resuming: {skipped} results already in {store.path}, '
                          f'{todo_total} to do\n')
+        if todo_total:
+            self._get_grounder()  # load models before the clock of the progress bar starts
         bar = ProgressBar(todo_total, stream=stream, enabled=s.progress)
         interrupted = False
         try:
