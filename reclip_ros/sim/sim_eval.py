@@ -1,0 +1,213 @@
+"""``reclip eval sim``: referring-expression accuracy on simulated tabletop scenes.
+
+For scenes ``seed .. seed + scenes - 1`` the benchmark renders the scene, writes
+unambiguous expressions with ground truth (:mod:`reclip_ros.sim.expressions`) and grounds
+each with the :class:`reclip_ros.core.grounder.Grounder` in four variants:
+
+- ``full``: ReCLIP (crop + blur region scoring and the spatial resolver);
+- ``no_relations``: region scoring of the whole expression only;
+- ``crop_only`` / ``blur_only``: the full method with one isolation method.
+
+Proposals are the ground-truth boxes (the paper's GT-proposal setting); with
+``--detector`` the same expressions are also grounded on the detector's boxes. A grounding
+is correct when its box has IoU >= 0.5 with the referent's box. Depth (metres) and the
+true intrinsics are passed, so depth-aware relations (behind, in front of, closest) work.
+
+Held-out seeds: the embedded model is trained on seeds >= 1,000,000
+(:mod:`reclip_ros.sim.training`); use seeds below that here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from reclip_ros.core.types import ReclipError
+from reclip_ros.sim.expressions import CATEGORIES, generate_expressions
+
+VARIANTS = ('full', 'no_relations', 'crop_only', 'blur_only')
+IOU_THRESHOLD = 0.5
+DEFAULT_SCENES = 50
+DEFAULT_SEED = 0
+TRAIN_SEED_START = 1_000_000
+
+
+def variant_options(name: str):
+    """The :class:`GroundingOptions` of a variant name."""
+    from reclip_ros.core.grounder import GroundingOptions
+
+    return {
+        'full': GroundingOptions(),
+        'no_relations': GroundingOptions(use_relations=False),
+        'crop_only': GroundingOptions(methods=('crop',)),
+        'blur_only': GroundingOptions(methods=('blur',)),
+    }[name]
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``reclip eval sim`` arguments to *parser*."""
+    parser.add_argument('--scenes', type=int, default=DEFAULT_SCENES,
+                        help=f'number of scenes (default {DEFAULT_SCENES})')
+    parser.add_argument('--seed', type=int, default=DEFAULT_SEED,
+                        help=f'first scene seed (default {DEFAULT_SEED}; the embedded model '
+                             f'is trained on seeds >= {TRAIN_SEED_START})')
+    parser.add_argument('--model', action='append', default=None, metavar='NAME',
+                        help="CLIP model: 'sim' (embedded, default), a hub id or a directory; "
+                             'repeat to ensemble')
+    parser.add_argument('--detector', default='',
+                        help='also evaluate on detector proposals (e.g. '
+                             'google/owlv2-base-patch16-ensemble or a directory)')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    parser.add_argument('--spacy-model', default='en_core_web_sm', help='spaCy pipeline')
+    parser.add_argument('--per-category', type=int, default=2,
+                        help='at most this many expressions per category and scene (default 2)')
+    parser.add_argument('--variants', default=','.join(VARIANTS),
+                        help=f'comma-separated subset of {",".join(VARIANTS)}')
+    parser.add_argument('--out', default='', metavar='DIR',
+                        help='write results.md, results.json and expressions.jsonl here')
+
+
+def empty_table(variants) -> Dict[str, Dict[str, dict]]:
+    """{variant: {category or 'overall': {'n': 0, 'correct': 0, 'accuracy': 0.0}}}."""
+    return {v: {c: {'n': 0, 'correct': 0, 'accuracy': 0.0}
+                for c in (*CATEGORIES, 'overall')} for v in variants}
+
+
+def _add(table: dict, variant: str, category: str, correct: bool) -> None:
+    for key in (category, 'overall'):
+        cell = table[variant][key]
+        cell['n'] += 1
+        cell['correct'] += int(correct)
+        cell['accuracy'] = cell['correct'] / cell['n']
+
+
+def evaluate(grounder, seeds, variants=VARIANTS, per_category: int = 2,
+             use_detector: bool = False, log=None, records: Optional[list] = None) -> dict:
+    """Ground every expression of every scene; return ``{setting: table}``.
+
+    Settings: ``'gt'`` (ground-truth proposals) and, with *use_detector*, ``'detector'``
+    (the grounder's own proposals). *records*, if given, receives one dict per expression.
+    """
+    from reclip_ros.sim.world import TabletopScene
+
+    settings = ['gt'] + (['detector'] if use_detector else [])
+    tables = {s: empty_table(variants) for s in settings}
+    for seed in seeds:
+        with TabletopScene(seed) as scene:
+            frame = scene.render()
+        rng = np.random.default_rng([int(seed), 2024])
+        expressions = generate_expressions(frame.objects, rng, max_per_category=per_category)
+        gt_boxes = frame.boxes
+        for expr in expressions:
+            target = frame.objects[expr.target_index].box
+            record = {'seed': int(seed), 'text': expr.text, 'category': expr.category,
+                      'template': expr.template, 'target': target.to_list()}
+            for setting in settings:
+                boxes = gt_boxes if setting == 'gt' else None
+                for variant in variants:
+                    result = grounder.ground(frame.rgb, expr.text, boxes=boxes,
+                                             depth_m=frame.depth, intrinsics=frame.intrinsics,
+                                             frame_key=('sim', int(seed), setting),
+                                             options=variant_options(variant))
+                    correct = bool(result.ok and result.box is not None
+                                   and result.box.iou(target) >= IOU_THRESHOLD)
+                    _add(tables[setting], variant, expr.category, correct)
+                    record[f'{setting}:{variant}'] = {
+                        'correct': correct, 'status': result.status.name,
+                        'box': result.box.to_list() if result.box is not None else None,
+                        'confidence': float(result.confidence)}
+            if records is not None:
+                records.append(record)
+        if log:
+            full = tables['gt'][variants[0]]['overall']
+            log(f'scene {seed}: {len(frame.objects)} objects, {len(expressions)} expressions; '
+                f'running {variants[0]} accuracy {full["accuracy"]:.3f} (n={full["n"]})')
+    return tables
+
+
+def format_table(table: dict, title: str) -> str:
+    """A Markdown table: one row per category (and overall), one column per variant."""
+    variants = list(table)
+    lines = [f'### {title}', '', '| category | ' + ' | '.join(variants) + ' |',
+             '| --- |' + ' ---: |' * len(variants)]
+    for category in (*CATEGORIES, 'overall'):
+        cells = []
+        for v in variants:
+            cell = table[v][category]
+            cells.append(f'{100 * cell["accuracy"]:.1f} ({cell["correct"]}/{cell["n"]})'
+                         if cell['n'] else '-')
+        lines.append(f'| {category} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark described by *args*; print and optionally write results."""
+    from reclip_ros.core.grounder import Grounder, GrounderConfig
+
+    if args.scenes < 1:
+        print('error: --scenes must be at least 1', file=sys.stderr)
+        return 2
+    variants = tuple(v.strip() for v in str(args.variants).split(',') if v.strip())
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        print(f'error: unknown variants {unknown}; choose from {", ".join(VARIANTS)}',
+              file=sys.stderr)
+        return 2
+    models = tuple(args.model or ['sim'])
+    seeds = list(range(args.seed, args.seed + args.scenes))
+    if any(s >= TRAIN_SEED_START for s in seeds) and 'sim' in models:
+        print(f'warning: seeds >= {TRAIN_SEED_START} are the embedded model\'s training '
+              'scenes; accuracy there is not held-out', file=sys.stderr)
+    cfg = GrounderConfig(models=models, device=args.device, spacy_model=args.spacy_model,
+                         detector=args.detector)
+    try:
+        grounder = Grounder.from_config(cfg)
+    except ReclipError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    records: List[dict] = []
+    try:
+        tables = evaluate(grounder, seeds, variants, args.per_category,
+                          use_detector=bool(args.detector), records=records,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        grounder.close()
+    seconds = time.monotonic() - start
+    header = (f'Simulation benchmark: {args.scenes} scenes (seeds {seeds[0]}..{seeds[-1]}), '
+              f'models {", ".join(models)}, accuracy in % (IoU >= {IOU_THRESHOLD}), '
+              f'{seconds:.0f} s\n')
+    text = header + '\n' + format_table(tables['gt'], 'ground-truth proposals')
+    if 'detector' in tables:
+        text += '\n' + format_table(tables['detector'], f'detector proposals ({args.detector})')
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'results.md').write_text(text)
+        (out / 'results.json').write_text(json.dumps(tables['gt'], indent=2) + '\n')
+        if 'detector' in tables:
+            (out / 'results_detector.json').write_text(
+                json.dumps(tables['detector'], indent=2) + '\n')
+        with open(out / 'expressions.jsonl', 'w', encoding='utf-8') as f:
+            for record in records:
+                f.write(json.dumps(record) + '\n')
+        print(f'wrote {out / "results.md"} and {out / "results.json"}')
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point for ``python -m reclip_ros.sim.sim_eval``."""
+    parser = argparse.ArgumentParser(prog='reclip eval sim', description=__doc__.splitlines()[0])
+    register(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
