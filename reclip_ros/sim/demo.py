@@ -43,6 +43,7 @@ _RETRY_STATUSES = {1, 2, 5}  # NO_IMAGE, NO_PROPOSALS, DROPPED
 _STATUS_NAMES = {0: 'OK', 1: 'NO_IMAGE', 2: 'NO_PROPOSALS', 3: 'INVALID_COMMAND',
                  4: 'BAD_IMAGE', 5: 'DROPPED', 6: 'ERROR'}
 IOU_CORRECT = 0.5
+TARGET_COLOUR = (255, 0, 255)  # RGB of the referent's ground-truth box in the PNGs
 
 
 class DemoError(RuntimeError):
@@ -135,9 +136,10 @@ class SimStack:
         for name, proc in self.processes.items():
             code = proc.poll()
             if code is not None:
-                raise DemoError(f'{name} exited with code {code}' + self._log_tail(name))
+                raise DemoError(f'{name} exited with code {code}' + self.log_tail(name))
 
-    def _log_tail(self, name: str, chars: int = 1500) -> str:
+    def log_tail(self, name: str, chars: int = 1500) -> str:
+        """The end of a child's log (empty when logs are not kept)."""
         if self.log_dir is None:
             return ''
         path = self.log_dir / f'{name}.log'
@@ -193,9 +195,10 @@ class GroundingClient:
     """
 
     def __init__(self, domain_id: int, node_name: str = 'reclip_demo_client',
-                 camera_node: str = 'sim_camera') -> None:
+                 camera_node: str = 'sim_camera', grounding_node: str = 'reclip') -> None:
         import rclpy
         from geometry_msgs.msg import PointStamped
+        from lifecycle_msgs.msg import TransitionEvent
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter_client import AsyncParameterClient
         from rclpy.qos import qos_profile_sensor_data
@@ -216,10 +219,13 @@ class GroundingClient:
         self._points: List[object] = []
         self._frames: Dict[tuple, np.ndarray] = {}
         self._frame_order: List[tuple] = []
+        self.node_failure = ''
         self.node.create_subscription(String, 'ground_truth', self._on_truth, _latched_qos())
         self.node.create_subscription(GroundingResult, 'grounding', self._on_result, 100)
         self.node.create_subscription(PointStamped, 'target_point', self._on_point, 100)
         self.node.create_subscription(Image, 'image', self._on_image, qos_profile_sensor_data)
+        self.node.create_subscription(TransitionEvent, f'{grounding_node}/transition_event',
+                                      self._on_transition, 10)
         self._command_pub = self.node.create_publisher(String, 'command', 100)
         self._params = AsyncParameterClient(self.node, camera_node)
         self._executor = SingleThreadedExecutor(context=self.context)
@@ -248,6 +254,15 @@ class GroundingClient:
         with self._cond:
             self._points.append(msg)
             self._cond.notify_all()
+
+    def _on_transition(self, msg) -> None:
+        # configuring -> unconfigured (or errorprocessing): the models did not load
+        failed = {'configuring': ('unconfigured', 'errorprocessing'),
+                  'activating': ('inactive', 'errorprocessing')}
+        if msg.goal_state.label in failed.get(msg.start_state.label, ()):
+            with self._cond:
+                self.node_failure = f'{msg.start_state.label} -> {msg.goal_state.label}'
+                self._cond.notify_all()
 
     def _on_image(self, msg) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -284,6 +299,8 @@ class GroundingClient:
         while time.monotonic() < deadline:
             if check is not None:
                 check()
+            if self.node_failure:
+                raise DemoError(f'the node failed to start ({self.node_failure}); see its log')
             if (self._command_pub.get_subscription_count() > 0
                     and self.node.count_publishers('grounding') > 0):
                 return
@@ -321,16 +338,17 @@ class GroundingClient:
             raise DemoError(f'no camera frame of the new scene within {timeout:.0f} s')
 
     def ground(self, text: str, min_stamp: Optional[dict] = None, timeout: float = 30.0,
-               retries: int = 5) -> Answer:
+               retry_for: float = 20.0) -> Answer:
         """Publish *text* on ``command`` and return the node's answer.
 
         Answers on a frame older than *min_stamp* (the previous scene) or with a
-        not-ready status (NO_IMAGE, NO_PROPOSALS, DROPPED) are retried up to *retries*
-        times.
+        not-ready status (NO_IMAGE, NO_PROPOSALS, DROPPED) are asked again, for at most
+        *retry_for* seconds; *timeout* bounds the wait for each answer.
         """
         floor = (min_stamp['sec'], min_stamp['nanosec']) if min_stamp else (0, 0)
-        msg, attempts = None, 0
-        while attempts <= retries:
+        deadline = time.monotonic() + retry_for
+        attempts = 0
+        while True:
             attempts += 1
             with self._cond:
                 start = len(self._results)
@@ -340,9 +358,10 @@ class GroundingClient:
                 raise DemoError(f'no answer to {text!r} within {timeout:.0f} s')
             stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
             stale = msg.status == 0 and stamp < floor
-            if not stale and msg.status not in _RETRY_STATUSES:
+            if (not stale and msg.status not in _RETRY_STATUSES) \
+                    or time.monotonic() > deadline:
                 break
-            time.sleep(0.3)
+            time.sleep(0.25)
         answer = Answer(result=msg, attempts=attempts)
         if msg.status == 0:
             key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -351,7 +370,11 @@ class GroundingClient:
                 self._wait(lambda: [p for p in self._points if _same_stamp(p, msg)], 2.0)
             with self._cond:
                 answer.target_points = [p for p in self._points if _same_stamp(p, msg)]
+                # the scene is static: any frame of it shows what was grounded
+                same_scene = [k for k in self._frame_order if k >= floor]
                 answer.image = self._frames.get(key)
+                if answer.image is None and same_scene:
+                    answer.image = self._frames[same_scene[-1]]
         return answer
 
     def _answer_to(self, text: str, start: int):
@@ -465,35 +488,40 @@ def accuracy_table(outcomes: Sequence[Outcome]) -> Dict[str, dict]:
 
 
 # ---------------------------------------------------------------------- drawing
+def core_result(msg):
+    """Rebuild a core :class:`GroundingResult` from a ``GroundingResult`` message."""
+    from reclip_ros.core.types import Candidate, GroundingResult, Status
+    try:
+        status = Status(int(msg.status))
+    except ValueError:
+        status = Status.ERROR
+    candidates = tuple(Candidate(box, float(c.score)) for c in msg.candidates
+                       for box in [roi_box(c.box)] if box is not None)
+    position = ((msg.position.x, msg.position.y, msg.position.z) if msg.has_position
+                else None)
+    return GroundingResult(expression=msg.expression, status=status,
+                           message=msg.status_message, box=roi_box(msg.box),
+                           confidence=float(msg.confidence), candidates=candidates,
+                           position=position)
+
+
 def annotate(image_rgb: np.ndarray, objects: list, outcome: Outcome, answer: Answer
              ) -> np.ndarray:
-    """Draw the referent (dashed yellow), the answer (green if right, red if wrong) and text."""
-    canvas = np.ascontiguousarray(image_rgb.copy())
-    target = objects[outcome.target_index].box
-    x1, y1, x2, y2 = (int(round(v)) for v in target.to_xyxy())
-    for x in range(x1, x2, 8):  # dashed outline of the ground truth
-        cv2.line(canvas, (x, y1), (min(x + 4, x2), y1), (255, 220, 0), 1)
-        cv2.line(canvas, (x, y2), (min(x + 4, x2), y2), (255, 220, 0), 1)
-    for y in range(y1, y2, 8):
-        cv2.line(canvas, (x1, y), (x1, min(y + 4, y2)), (255, 220, 0), 1)
-        cv2.line(canvas, (x2, y), (x2, min(y + 4, y2)), (255, 220, 0), 1)
-    box = roi_box(answer.result.box) if answer.result.status == 0 else None
-    colour = (0, 200, 0) if outcome.correct else (230, 0, 0)
-    if box is not None:
-        bx1, by1, bx2, by2 = (int(round(v)) for v in box.to_xyxy())
-        cv2.rectangle(canvas, (bx1, by1), (bx2, by2), colour, 2)
-        label = f'{outcome.confidence:.2f}'
-        cv2.putText(canvas, label, (bx1, max(by1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    colour, 1, cv2.LINE_AA)
+    """Draw the answer (:func:`reclip_ros.core.drawing.draw_result`), the referent and verdict.
+
+    The referent's ground-truth box is outlined in magenta; a banner at the bottom says
+    whether the answer is right and which object was chosen.
+    """
+    from reclip_ros.core.drawing import draw_label, draw_labeled_box, draw_result
+    canvas = draw_result(image_rgb, core_result(answer.result), top_k=2)
+    draw_labeled_box(canvas, objects[outcome.target_index].box, TARGET_COLOUR, 1, 'target',
+                     scale=max(canvas.shape[0] / 1200.0, 0.3))
     verdict = 'RIGHT' if outcome.correct else 'WRONG'
-    lines = [f'"{outcome.text}"', f'{verdict}: chose {outcome.chosen or outcome.status}'
-             f' (target {outcome.target})']
-    for row, text in enumerate(lines):
-        y = 18 + 18 * row
-        cv2.putText(canvas, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3,
-                    cv2.LINE_AA)
-        cv2.putText(canvas, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    (255, 255, 255) if row == 0 else colour, 1, cv2.LINE_AA)
+    text = (f'{verdict}: chose {outcome.chosen or outcome.status}; '
+            f'target {outcome.target} (magenta)')
+    colour = (0, 150, 0) if outcome.correct else (200, 0, 0)
+    scale = max(canvas.shape[0] / 960.0, 0.35)
+    draw_label(canvas, text, 0, canvas.shape[0] - 2, colour, scale, 1)
     return canvas
 
 
@@ -621,6 +649,8 @@ def run(args: argparse.Namespace) -> int:
                                check=stack.check_alive, first_truth=first_truth)
     except DemoError as exc:
         print(f'error: the demo pipeline failed: {exc}', file=sys.stderr)
+        if 'exited' not in str(exc):
+            print(stack.log_tail('reclip_node'), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
