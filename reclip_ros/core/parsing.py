@@ -547,7 +547,8 @@ class _TreeExtractor:
         kind = next(k for k in SUPERLATIVE_KEYWORDS if k in kinds)
         used = [i for i in sup_tokens if self.labels.superlative[i] == kind]
         self.used_keywords.update(self.labels.expand(used))
-        words = _join_tokens(self.doc, [i for i in path if i not in builder.tokens] or used)
+        words = _join_tokens(self.doc, [i for i in path if i not in builder.tokens
+                                        and (i in used or i not in self.used_keywords)] or used)
         reference = 'candidates'
         if kind == 'middle' and any(t.lower_ in _IMAGE_WORDS
                                     for i in used for t in self.doc[i].subtree):
