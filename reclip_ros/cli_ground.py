@@ -164,9 +164,10 @@ def format_result(result) -> str:
     else:
         line = f'{head} {result.status.name}'
     if result.message:
-        line += f' - {result.message}'
+        line += f' - {" ".join(result.message.split())}'
     if result.parse:
-        line += f' | parse: {result.parse}'
+        parse = '; '.join(part.strip() for part in result.parse.splitlines() if part.strip())
+        line += f' | parse: {parse}'
     return line + f' | {result.timings.total:.0f} ms'
 
 
