@@ -256,7 +256,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
           f'{len(variants)} variants -> {out_dir}', file=sys.stderr)
     report = evaluate(records, settings, _grounder_factory(args, models), detector=detector)
     print_summary(report, out_dir)
-    return 0
+    return 130 if report.get('interrupted') else 0
 
 
 def print_summary(report: dict, out_dir: Optional[Path] = None) -> None:

@@ -256,3 +256,24 @@ def test_build_report_counts_pending():
     report = build_report(recs, results, [full], hashes, {})
     v = report['variants']['full']
     assert v['pending'] == 1 and v['total'] == 1 and v['accuracy'] == 100.0
+
+
+def test_interrupt_keeps_results_and_resume_finishes(tmp_path, records):
+    class Interrupting(LargestBoxGrounder):
+        def ground(self, image, expression, **kw):
+            if len(self.calls) == 3:
+                raise KeyboardInterrupt
+            return super().ground(image, expression, **kw)
+
+    settings = _settings(tmp_path, ('full',))
+    report = evaluate(records, settings, Interrupting, options_for=lambda v: v)
+    assert report['interrupted'] is True
+    assert report['variants']['full']['pending'] == 11 - 3
+    assert 'interrupted' in settings.stream.getvalue()
+    assert len(_lines(tmp_path)) == 3
+    finisher = LargestBoxGrounder()
+    report = evaluate(records, _settings(tmp_path, ('full',)), lambda: finisher,
+                      options_for=lambda v: v)
+    assert report['interrupted'] is False and report['skipped_this_run'] == 3
+    assert report['variants']['full']['pending'] == 0
+    assert report['variants']['full']['correct'] == 2

@@ -402,7 +402,7 @@ class Evaluator:
                          f'{todo_total} to do\n')
         if todo_total:
             self._get_grounder()  # load models before the clock of the progress bar starts
-        bar = ProgressBar(todo_total, stream=stream, enabled=s.progress)
+        bar = ProgressBar(todo_total, stream=stream, enabled=s.progress and todo_total > 0)
         interrupted = False
         try:
             for image_key, group in groups.items():
