@@ -312,3 +312,19 @@ def test_end_to_end_ground_truth_and_detections(refer, tiny_clip_dir):
     report = json.loads((refer['out'].parent / 'dets_out' / 'report.json').read_text())
     assert report['variants']['full']['correct'] == 2
     assert report['warnings'] == {'empty_proposals_whole_image': 1}
+
+
+def test_end_to_end_with_detector(refer, tiny_clip_dir, tiny_owlv2_dir):
+    _real_grounder_available()
+    argv = _refcoco_argv(refer, '--model', tiny_clip_dir, '--variants', 'full',
+                         '--detector', tiny_owlv2_dir, '--detector-threshold', '0.0')
+    assert cli_eval.run(_parse(argv)) == 0
+    report = json.loads((refer['out'] / 'report.json').read_text())
+    assert report['config']['source']['proposals'] == f'detector:{tiny_owlv2_dir}'
+    full = report['variants']['full']
+    assert full['total'] == 7 and full['evaluated'] == 4
+    assert full['failures'] == {BAD_BOX: 1, MISSING_ANNOTATION: 1, MISSING_IMAGE: 1}
+    lines = [json.loads(x) for x in (refer['out'] / 'results.jsonl').read_text().splitlines()]
+    image1 = [x for x in lines if x['id'].startswith(('100:', '101:'))]
+    # the detector ran once for image 1: every expression there saw the same proposals
+    assert len({x['n_proposals'] for x in image1}) == 1 and image1[0]['n_proposals'] >= 1

@@ -435,6 +435,8 @@ class Evaluator:
         if self.detector is not None:
             try:
                 boxes = tuple(self.detector(image))
+            except (KeyboardInterrupt, ReclipError):
+                raise  # e.g. the detector model is missing: every image would fail alike
             except Exception as exc:  # noqa: BLE001 - a record failure, never an abort
                 reason, detail = DETECTOR_ERROR, f'{type(exc).__name__}: {exc}'
         else:
