@@ -87,7 +87,7 @@ def test_keyword_chunks_and_image_parts_are_not_entities(parser):
     ('south of', 'below'),
     ('bigger than', 'bigger'), ('larger than', 'bigger'),
     ('smaller than', 'smaller'), ('tinier than', 'smaller'),
-    ('inside', 'inside'), ('within', 'within' and 'inside'), ('contained in', 'inside'),
+    ('inside', 'inside'), ('within', 'inside'), ('contained in', 'inside'),
     ('closer than', 'closer'), ('nearer than', 'closer'),
     ('farther than', 'farther'), ('further than', 'farther'),
     ('in front of', 'front'), ('behind', 'behind'), ('in back of', 'behind'),

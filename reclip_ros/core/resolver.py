@@ -201,7 +201,7 @@ class SpatialResolver:
         Rule: each box's membership is ``m(i) = pi(i) / max(pi)`` (0 below
         ``ordinal_min_mass``); boxes are sorted by :func:`order_key`; the count of instances
         before box i is ``c(i) = sum of m over the boxes before it``; the weight is
-        ``w(i) = max(0, 1 - |c(i) - (rank - 1)|)`` for members, and ``pi'(i) ∝ pi(i) w(i)``.
+        ``w(i) = max(0, 1 - 2 |c(i) - (rank - 1)|)`` for members, and ``pi'(i) ∝ pi(i) w(i)``.
         With clear-cut memberships (1 for the noun's boxes, ~0 for others) this picks exactly
         the rank-th box of the noun in that order. When fewer instances exist than the rank
         asks for, ``pi`` is returned unchanged.
@@ -218,6 +218,6 @@ class SpatialResolver:
         order = np.argsort(key, kind='stable')
         before = np.empty_like(member)
         before[order] = np.cumsum(member[order]) - member[order]
-        weight = np.clip(1.0 - np.abs(before - (ordinal.rank - 1)), 0.0, 1.0)
+        weight = np.clip(1.0 - 2.0 * np.abs(before - (ordinal.rank - 1)), 0.0, 1.0)
         weight = np.where(member > 0, weight, 0.0)
         return normalise(pi * weight, fallback=pi)
