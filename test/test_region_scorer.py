@@ -263,3 +263,17 @@ def test_close_unloads_models(tiny_clip_dir, image):
     scorer.close()
     assert scorer.stats()['frames_cached'] == 0
     assert not model.loaded
+
+
+def test_boxes_with_the_same_pixels_share_the_cache(pair, image):
+    scorer = RegionScorer(pair[:1])
+    box = Box(30.5, 10.2, 25.0, 20.7)
+    first = scorer.encode_frame(image, [box], frame_key='f')
+    clipped = box.clipped(image.shape[1], image.shape[0])  # x2 - x1 may differ by rounding
+    same = scorer.encode_frame(image, [Box(box.x, box.y, box.width + 1e-9, box.height)],
+                               frame_key='f')
+    assert same.from_cache and same.boxes[0].width == box.width + 1e-9
+    assert scorer.encode_frame(image, [clipped], frame_key='f').from_cache
+    assert not scorer.encode_frame(image, [Box(box.x, box.y, box.width + 1.0, box.height)],
+                                   frame_key='f').from_cache
+    assert first.boxes == (box,)

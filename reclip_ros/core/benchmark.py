@@ -21,6 +21,7 @@ same models (top-1 agreement, Spearman and Kendall rank correlation of the logit
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -141,6 +142,13 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def _load_average() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not available on this platform
+        return None
+
+
 def prepare_models(config: BenchConfig, log: Callable[[str], None]) -> Tuple[list, str]:
     """Load the models (saving random-weight ones first when asked); return (models, names)."""
     from reclip_ros.core.models import ClipModel
@@ -217,14 +225,21 @@ def _measure_once(scorer, grounder, image, boxes, key) -> dict:
 
 
 def measure_latency(scorer, grounder, n: int, config: BenchConfig) -> dict:
-    """Median per-stage latencies (ms) for *n* proposals over ``config.repeats`` frames."""
+    """Median per-stage latencies (ms) for *n* proposals over ``config.repeats`` frames.
+
+    The floor is measured on the same frame as the cold pass, alternately before and after
+    it, so that both see the same machine load; ratios are medians of per-frame ratios.
+    """
     runs, floors = [], []
     for repeat in range(-1, config.repeats):  # repeat -1 is the warm-up
         seed = config.seed * 1000 + n * 10 + repeat + 1
         image = synthetic_frame(config.width, config.height, seed)
         boxes = random_boxes(n, config.width, config.height, seed)
+        floor_first = repeat % 2 == 0
+        floor = _floor_ms(scorer, image, boxes) if floor_first else 0.0
         run = _measure_once(scorer, grounder, image, boxes, key=('bench', n, repeat))
-        floor = _floor_ms(scorer, image, boxes)
+        if not floor_first:
+            floor = _floor_ms(scorer, image, boxes)
         if repeat >= 0:
             runs.append(run)
             floors.append(floor)
@@ -232,9 +247,8 @@ def measure_latency(scorer, grounder, n: int, config: BenchConfig) -> dict:
     for key in runs[0]:
         out[key] = _median([r[key] for r in runs])
     out['floor_ms'] = _median(floors)
-    out['cold_over_floor'] = out['cold_ms'] / out['floor_ms'] if out['floor_ms'] > 0 else None
-    out['cold_over_second'] = (out['cold_ms'] / out['second_ms']
-                               if out['second_ms'] > 0 else None)
+    out['cold_over_floor'] = _median([r['cold_ms'] / f for r, f in zip(runs, floors)])
+    out['cold_over_second'] = _median([r['cold_ms'] / r['second_ms'] for r in runs])
     return out
 
 
@@ -304,6 +318,7 @@ def run_benchmark(config: BenchConfig,
         'device': models[0].device,
         'dtype': str(models[0].dtype).replace('torch.', ''),
         'torch_threads': torch.get_num_threads(),
+        'load_average_at_start': _load_average(),
         'relational_via': 'Grounder.ground (boxes given)' if grounder is not None else
                           f'emulated: full expression + {len(RELATIONAL_CHUNKS)} noun chunks '
                           f'({why})',
@@ -333,7 +348,8 @@ def format_table(report: dict) -> str:
     lines = [f"models: {', '.join(report['models'])}",
              f"device: {report['device']}  dtype: {report['dtype']}  "
              f"torch threads: {report['torch_threads']}  "
-             f"repeats: {report['config']['repeats']} (median)",
+             f"repeats: {report['config']['repeats']} (median)  "
+             f"load average: {report.get('load_average_at_start')}",
              f"relational expression: {report['relational_via']}", '']
     header = (f"{'N':>4} {'imgs':>5} {'cold ms':>9} {'isolate':>8} {'img enc':>9} "
               f"{'text':>7} {'floor ms':>9} {'cold/floor':>10} {'2nd ms':>8} "

@@ -35,8 +35,9 @@ class FrameEncoding:
     """The image embeddings of every isolated proposal of one frame.
 
     Attributes:
-        key: cache key (frame key or image hash, image shape, boxes, methods, blur sigma).
-        boxes: the proposals, in the order of the embedding rows.
+        key: cache key (frame key or image hash, image shape, the integer pixel bounds of
+            the boxes, methods, blur sigma).
+        boxes: the proposals as given to this call, in the order of the embedding rows.
         methods: isolation methods encoded.
         embeddings: ``{(model_index, method): tensor (N, D)}``, L2-normalised float32.
         isolation_ms: time spent by this call on blur, isolation, resize and normalisation
@@ -198,7 +199,10 @@ class RegionScorer:
                         frame_key: Optional[Hashable] = None) -> Tuple:
         """The cache key of (frame, boxes): *frame_key* if given, else a hash of the image."""
         ident = ('key', frame_key) if frame_key is not None else ('hash', image_digest(image))
-        box_key = tuple(tuple(float(v) for v in b.to_list()) for b in boxes)
+        # The isolated images depend only on the integer pixel bounds of each box, so boxes
+        # that differ by rounding (e.g. after clipping) share their embeddings.
+        h, w = image.shape[:2]
+        box_key = tuple(b.pixel_bounds(w, h) for b in boxes)
         return (ident, tuple(image.shape), box_key, self.methods, self.blur_sigma)
 
     def isolated_images(self, image: np.ndarray, boxes: Sequence[Box]) -> Dict[str, list]:
@@ -231,8 +235,8 @@ class RegionScorer:
             cached = self._frames.get(key)
             if cached is not None:
                 self.frame_cache_hits += 1
-                return replace(cached, isolation_ms=0.0, image_encoding_ms=0.0,
-                               from_cache=True)
+                return replace(cached, boxes=box_tuple, isolation_ms=0.0,
+                               image_encoding_ms=0.0, from_cache=True)
 
         start = time.perf_counter()
         isolated = self.isolated_images(image, box_tuple)
