@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reclip_ros.cli_ground import CliInputError, read_boxes, save_path
+from reclip_ros.cli_ground import CliInputError, read_boxes, read_depth, save_path
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / '.venv' / 'bin' / 'python'
@@ -109,31 +109,46 @@ def test_readable_output_one_line_per_expression(scene, tiny_clip_dir):
     assert (scene['dir'] / 'single_1.png').exists() and (scene['dir'] / 'single_2.png').exists()
 
 
-def test_depth_png_and_intrinsics_give_a_position(scene, tiny_clip_dir):
+def _depth_files(directory):
     depth_mm = np.full((60, 90), 2000, np.uint16)
     for x, y, w, h in BOXES:
         depth_mm[y:y + h, x:x + w] = 1000 + 10 * x  # each block its own depth
-    depth_png = scene['dir'] / 'depth.png'
+    depth_png = directory / 'depth.png'
     cv2.imwrite(str(depth_png), depth_mm)
-    depth_npy = scene['dir'] / 'depth.npy'
+    depth_npy = directory / 'depth.npy'
     np.save(depth_npy, depth_mm.astype(np.float32) / 1000.0)
-    for depth in (depth_png, depth_npy):
-        proc = reclip(scene['image'], '-e', 'the red block', '--boxes', scene['boxes'],
-                      '--model', tiny_clip_dir, '--json', '--depth', depth,
-                      '--intrinsics', 100, 100, 44.5, 29.5)
-        assert proc.returncode == 0, proc.stderr
-        (res,) = _json_lines(proc)
-        x, y, w, h = res['box']
-        assert res['position'] is not None
-        px, py, pz = res['position']
-        assert pz == pytest.approx((1000 + 10 * x) / 1000.0, abs=1e-4)
-        assert px == pytest.approx((x + w / 2 - 0.5 - 44.5) * pz / 100, abs=1e-4)
-        assert py == pytest.approx((y + h / 2 - 0.5 - 29.5) * pz / 100, abs=1e-4)
-    # Depth without intrinsics: grounded, no position.
+    return depth_png, depth_npy
+
+
+def test_depth_png_and_intrinsics_give_a_position(scene, tiny_clip_dir):
+    depth_png, depth_npy = _depth_files(scene['dir'])
     proc = reclip(scene['image'], '-e', 'the red block', '--boxes', scene['boxes'],
-                  '--model', tiny_clip_dir, '--json', '--depth', depth_png)
+                  '--model', tiny_clip_dir, '--json', '--depth', depth_png,
+                  '--intrinsics', 100, 100, 44.5, 29.5)
+    assert proc.returncode == 0, proc.stderr
+    (res,) = _json_lines(proc)
+    x, y, w, h = res['box']
+    assert res['position'] is not None
+    px, py, pz = res['position']
+    assert pz == pytest.approx((1000 + 10 * x) / 1000.0, abs=1e-4)
+    assert px == pytest.approx((x + w / 2 - 0.5 - 44.5) * pz / 100, abs=1e-4)
+    assert py == pytest.approx((y + h / 2 - 0.5 - 29.5) * pz / 100, abs=1e-4)
+    # Depth (.npy, metres) without intrinsics: grounded, no position.
+    proc = reclip(scene['image'], '-e', 'the red block', '--boxes', scene['boxes'],
+                  '--model', tiny_clip_dir, '--json', '--depth', depth_npy)
     assert proc.returncode == 0, proc.stderr
     assert _json_lines(proc)[0]['position'] is None
+
+
+def test_read_depth_png_millimetres_equals_npy_metres(tmp_path):
+    depth_png, depth_npy = _depth_files(tmp_path)
+    a, b = read_depth(str(depth_png)), read_depth(str(depth_npy))
+    assert a.dtype == np.float32 and a.shape == (60, 90)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert a[0, 0] == pytest.approx(2.0)
+    zeros = tmp_path / 'zeros.png'
+    cv2.imwrite(str(zeros), np.zeros((4, 4), np.uint16))
+    assert np.isnan(read_depth(str(zeros))).all()  # 0 mm = no measurement
 
 
 def test_detector_proposals_with_tiny_owlv2(scene, tiny_clip_dir, tiny_owlv2_dir):
