@@ -221,6 +221,8 @@ def test_ordinals(parser, text, rank, kind):
     ('move to the table', 'the table'),
     ('could you please pick up the cup near the sink', 'the cup near the sink'),
     ('Grab the cup.', 'the cup'),
+    ('robot, grab the cup on the left', 'the cup on the left'),
+    ('Hey robot: find the mug next to the laptop', 'the mug next to the laptop'),
     ('go and grab the cup on the right', 'the cup on the right'),
     ('bring the apple to me', 'the apple'),
     ('put the cup on the table', 'the cup'),

@@ -103,6 +103,8 @@ ORDINAL_WORDS: Dict[str, int] = {
     'seventh': 7, 'eighth': 8, 'ninth': 9, 'tenth': 10, 'last': -1,
 }
 _NUMERIC_ORDINAL = re.compile(r'^(\d{1,3})(st|nd|rd|th)$')
+#: A leading vocative ("robot, ...", "hey robot: ...") is dropped before parsing.
+_VOCATIVE = re.compile(r'^(?:(?:hey|hi|ok|okay)\s*,?\s+)?robot\s*[,:!]\s*', re.IGNORECASE)
 
 #: Chunks headed by these nouns are not entities (the paper's list plus photo/frame/scene).
 NON_ENTITY_NOUNS = frozenset({'part', 'image', 'side', 'picture', 'half', 'region', 'section',
@@ -722,8 +724,10 @@ class ExpressionParser:
         cleaned = ' '.join(expression.split())
         if not any(ch.isalnum() for ch in cleaned):
             raise ValueError('expression is empty (no words)')
-        text, command = _reduce_command(self.nlp(cleaned))
-        doc = self.nlp(text) if command else self.nlp(cleaned)
+        without_vocative = _VOCATIVE.sub('', cleaned) or cleaned
+        first = self.nlp(without_vocative)
+        text, command = _reduce_command(first)
+        doc = first if text == first.text else self.nlp(text)
         labels = _label_tokens(doc)
         keywords = tuple(t.text for t in doc if labels.any(t.i))
         root = _TreeExtractor(doc, labels).extract_root()
