@@ -1,5 +1,6 @@
 """Proposal filtering, given boxes, and detector proposals from tiny real checkpoints."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -255,3 +256,51 @@ def test_bad_image_raises_value_error(tiny_owlv2_dir):
     det = DetectorProposals(tiny_owlv2_dir, device='cpu')
     with pytest.raises(ValueError, match='HxWx3'):
         det.propose(np.zeros((4, 4, 2), np.uint8))
+
+
+# -- DetectorProposals: OWL-ViT v1 (no objectness head) --------------------------------------
+
+
+@pytest.fixture(scope='module')
+def grid_owlvit_dir(tmp_path_factory):
+    """A tiny OWL-ViT v1 with a zeroed box head (each patch predicts its grid cell)."""
+    from transformers import OwlViTConfig, OwlViTForObjectDetection
+
+    from reclip_ros.core.random_models import build_clip_tokenizer
+    out = tmp_path_factory.mktemp('tiny_owlvit')
+    tokenizer = build_clip_tokenizer(out)
+    tokenizer.model_max_length = 16
+    tokenizer.save_pretrained(str(out))
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=16, vocab_size=len(tokenizer),
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=64, patch_size=8)
+    torch.manual_seed(0)
+    model = OwlViTForObjectDetection(
+        OwlViTConfig(text_config=text, vision_config=vision, projection_dim=32)).eval()
+    with torch.no_grad():
+        model.box_head.dense2.weight.zero_()
+        model.box_head.dense2.bias.zero_()
+    model.save_pretrained(str(out))
+    (out / 'preprocessor_config.json').write_text(json.dumps({
+        'image_processor_type': 'OwlViTImageProcessor', 'size': {'height': 64, 'width': 64},
+        'image_mean': [0.48145466, 0.4578275, 0.40821073],
+        'image_std': [0.26862954, 0.26130258, 0.27577711]}))
+    return str(out)
+
+
+def test_owlvit_v1_generic_query_boxes_stretch_per_axis(grid_owlvit_dir):
+    det = DetectorProposals(grid_owlvit_dir, device='cpu', score_threshold=0.0, min_size=0,
+                            top_k=None, nms_iou=None)
+    height, width = 40, 96  # stretched (not padded) to the square input
+    boxes, scores = det.propose_with_scores(_image(height, width))
+    assert len(boxes) > 0
+    assert np.all((scores >= 0) & (scores <= 1))
+    interior = [b for b in boxes if b.x2 < width - 1e-3 and b.y2 < height - 1e-3]
+    assert interior
+    for b in interior:
+        assert b.width == pytest.approx(width / 8, abs=0.05)
+        assert b.height == pytest.approx(height / 8, abs=0.05)
+    assert max(b.y2 for b in boxes) == pytest.approx(height, abs=0.05)

@@ -343,8 +343,9 @@ class DetectorProposals:
         OWLv2 pads the image bottom/right to a square (zeros after rescaling to [0, 1]) and
         resizes that to the model resolution, so its box fractions refer to the square of
         side max(H, W). OWL-ViT v1 stretches the image to the square input instead. The
-        resize is done with OpenCV (area interpolation when shrinking, which stands in for
-        the anti-aliasing filter of the reference preprocessing).
+        resize is done with OpenCV: a Gaussian anti-aliasing filter of sigma
+        (factor - 1) / 2 when shrinking, then bilinear interpolation, like the reference
+        preprocessing (which needs scipy or torchvision).
         """
         height, width = image.shape[:2]
         side, mean, std = self._owl_preprocess
@@ -358,9 +359,13 @@ class DetectorProposals:
         else:
             sx, sy = float(width), float(height)
         import cv2
-        shrink = side < max(pixels.shape[:2])
-        pixels = cv2.resize(pixels, (side, side),
-                            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        factor_y, factor_x = pixels.shape[0] / side, pixels.shape[1] / side
+        if max(factor_x, factor_y) > 1:
+            # Anti-aliasing before shrinking, sigma (factor - 1) / 2 as in the reference.
+            pixels = cv2.GaussianBlur(pixels, (0, 0), sigmaX=max((factor_x - 1) / 2, 1e-3),
+                                      sigmaY=max((factor_y - 1) / 2, 1e-3),
+                                      borderType=cv2.BORDER_REFLECT_101)
+        pixels = cv2.resize(pixels, (side, side), interpolation=cv2.INTER_LINEAR)
         pixels = (pixels - mean) / std
         tensor = self._torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
         return tensor.to(self.device, self.dtype), sx, sy
