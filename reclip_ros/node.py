@@ -20,8 +20,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleState, Node, TransitionCallbackReturn
-from rclpy.qos import (QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data,
-                       qos_profile_system_default)
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
@@ -39,6 +38,10 @@ from reclip_ros.srv import Ground
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
+# Commands and results: reliable, with a deep history so that a burst of commands reaches
+# the command callback (which answers overflow with DROPPED) instead of being overwritten
+# inside DDS, and a burst of results reaches subscribers.
+COMMAND_QOS = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE)
 DYNAMIC_SETTINGS = ('max_image_age', 'continuous', 'continuous_rate', 'proposals_max_skew',
                     'depth_max_skew')
 
@@ -141,7 +144,7 @@ class ReclipNode(Node):
         self.last_error = ''
         reliable = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
         self._result_pub = self.create_lifecycle_publisher(GroundingResultMsg, 'grounding',
-                                                           reliable)
+                                                           COMMAND_QOS)
         self._debug_pub = self.create_lifecycle_publisher(Image, 'debug_image', 1)
         self._point_pub = self.create_lifecycle_publisher(
             PointStamped, 'target_point', reliable)
@@ -171,7 +174,7 @@ class ReclipNode(Node):
         sub = functools.partial(self.create_subscription, callback_group=group)
         self._inputs = [
             sub(Image, 'image', self._on_image, image_qos),
-            sub(String, 'command', self._on_command, qos_profile_system_default),
+            sub(String, 'command', self._on_command, COMMAND_QOS),
             self.create_service(Ground, '~/ground', self._on_ground,
                                 callback_group=self._service_group),
         ]
