@@ -138,8 +138,16 @@ def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float('nan')
 
 
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000.0
+class _Stopwatch:
+    """Wall-clock and process CPU time (all threads) since construction, in ms."""
+
+    def __init__(self):
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def read(self) -> Tuple[float, float]:
+        return ((time.perf_counter() - self.wall) * 1000.0,
+                (time.process_time() - self.cpu) * 1000.0)
 
 
 def _load_average() -> Optional[float]:
@@ -178,38 +186,39 @@ def _make_grounder(scorer, log: Callable[[str], None]):
         return None, f'{type(exc).__name__}: {exc}'
 
 
-def _floor_ms(scorer, image: np.ndarray, boxes: Sequence[Box]) -> float:
-    """One bare batched forward pass per model over every isolated image of the frame."""
+def _floor_ms(scorer, image: np.ndarray, boxes: Sequence[Box]) -> Tuple[float, float]:
+    """(wall, CPU) ms of one bare batched forward pass per model over every isolated image."""
     from reclip_ros.core.isolation import to_model_input
 
     isolated = scorer.isolated_images(image, boxes)
     flat = [im for m in scorer.methods for im in isolated[m]]
-    total = 0.0
+    wall = cpu = 0.0
     for model in scorer.models:
         batch = to_model_input(flat, model.image_size, model.image_mean, model.image_std)
-        start = time.perf_counter()
+        watch = _Stopwatch()
         model.encode_images(batch)
-        total += _ms(start)
-    return total
+        w, c = watch.read()
+        wall, cpu = wall + w, cpu + c
+    return wall, cpu
 
 
 def _measure_once(scorer, grounder, image, boxes, key) -> dict:
     scorer.clear_caches()
     text_before = scorer.text_encoding_ms_total
-    start = time.perf_counter()
+    watch = _Stopwatch()
     frame = scorer.encode_frame(image, boxes, frame_key=key)
     scorer.logits(frame, FIRST_EXPRESSION)
-    cold = _ms(start)
+    cold, cold_cpu = watch.read()
     cold_text = scorer.text_encoding_ms_total - text_before
 
-    start = time.perf_counter()
+    watch = _Stopwatch()
     frame2 = scorer.encode_frame(image, boxes, frame_key=key)
     scorer.logits(frame2, SECOND_EXPRESSION)
-    second = _ms(start)
+    second, second_cpu = watch.read()
     if not frame2.from_cache:
         raise RuntimeError('frame cache missed on the second expression')
 
-    start = time.perf_counter()
+    watch = _Stopwatch()
     if grounder is not None:
         result = grounder.ground(image, RELATIONAL_EXPRESSION, boxes=boxes, frame_key=key)
         if not result.ok:
@@ -218,37 +227,43 @@ def _measure_once(scorer, grounder, image, boxes, key) -> dict:
         frame3 = scorer.encode_frame(image, boxes, frame_key=key)
         for text in (RELATIONAL_EXPRESSION,) + RELATIONAL_CHUNKS:
             scorer.logits(frame3, text)
-    relational = _ms(start)
+    relational, relational_cpu = watch.read()
     return {'cold_ms': cold, 'isolation_ms': frame.isolation_ms,
             'image_encoding_ms': frame.image_encoding_ms, 'cold_text_ms': cold_text,
-            'second_ms': second, 'relational_ms': relational}
+            'second_ms': second, 'relational_ms': relational,
+            'cold_cpu_ms': cold_cpu, 'second_cpu_ms': second_cpu,
+            'relational_cpu_ms': relational_cpu}
 
 
 def measure_latency(scorer, grounder, n: int, config: BenchConfig) -> dict:
     """Median per-stage latencies (ms) for *n* proposals over ``config.repeats`` frames.
 
-    The floor is measured on the same frame as the cold pass, alternately before and after
-    it, so that both see the same machine load; ratios are medians of per-frame ratios.
+    Wall-clock and process CPU times are both reported: on a machine shared with other
+    work the CPU time is the stable measure. The floor is measured on the same frame as the
+    cold pass, alternately before and after it; ratios are medians of per-frame ratios.
     """
-    runs, floors = [], []
+    runs = []
     for repeat in range(-1, config.repeats):  # repeat -1 is the warm-up
         seed = config.seed * 1000 + n * 10 + repeat + 1
         image = synthetic_frame(config.width, config.height, seed)
         boxes = random_boxes(n, config.width, config.height, seed)
         floor_first = repeat % 2 == 0
-        floor = _floor_ms(scorer, image, boxes) if floor_first else 0.0
+        floor = _floor_ms(scorer, image, boxes) if floor_first else (0.0, 0.0)
         run = _measure_once(scorer, grounder, image, boxes, key=('bench', n, repeat))
         if not floor_first:
             floor = _floor_ms(scorer, image, boxes)
+        run['floor_ms'], run['floor_cpu_ms'] = floor
         if repeat >= 0:
             runs.append(run)
-            floors.append(floor)
     out = {'proposals': n, 'images_per_model': n * len(scorer.methods)}
     for key in runs[0]:
         out[key] = _median([r[key] for r in runs])
-    out['floor_ms'] = _median(floors)
-    out['cold_over_floor'] = _median([r['cold_ms'] / f for r, f in zip(runs, floors)])
-    out['cold_over_second'] = _median([r['cold_ms'] / r['second_ms'] for r in runs])
+    for suffix in ('ms', 'cpu_ms'):
+        tag = '' if suffix == 'ms' else '_cpu'
+        out[f'cold_over_floor{tag}'] = _median(
+            [r[f'cold_{suffix}'] / r[f'floor_{suffix}'] for r in runs])
+        out[f'cold_over_second{tag}'] = _median(
+            [r[f'cold_{suffix}'] / max(r[f'second_{suffix}'], 1e-6) for r in runs])
     return out
 
 
@@ -351,17 +366,21 @@ def format_table(report: dict) -> str:
              f"repeats: {report['config']['repeats']} (median)  "
              f"load average: {report.get('load_average_at_start')}",
              f"relational expression: {report['relational_via']}", '']
-    header = (f"{'N':>4} {'imgs':>5} {'cold ms':>9} {'isolate':>8} {'img enc':>9} "
-              f"{'text':>7} {'floor ms':>9} {'cold/floor':>10} {'2nd ms':>8} "
-              f"{'cold/2nd':>9} {'relat. ms':>10}")
+    header = (f"{'N':>4} {'imgs':>5} {'clock':>5} {'cold ms':>9} {'floor ms':>9} "
+              f"{'cold/floor':>10} {'2nd ms':>8} {'cold/2nd':>9} {'relat. ms':>10} "
+              f"{'isolate':>8} {'img enc':>9} {'text':>7}")
     lines += [header, '-' * len(header)]
     for r in report['results']:
-        lines.append(
-            f"{r['proposals']:>4} {r['images_per_model']:>5} {r['cold_ms']:>9.1f} "
-            f"{r['isolation_ms']:>8.1f} {r['image_encoding_ms']:>9.1f} "
-            f"{r['cold_text_ms']:>7.1f} {r['floor_ms']:>9.1f} {r['cold_over_floor']:>10.3f} "
-            f"{r['second_ms']:>8.2f} {r['cold_over_second']:>9.1f} "
-            f"{r['relational_ms']:>10.2f}")
+        for clock, tag in (('wall', ''), ('cpu', '_cpu')):
+            lines.append(
+                f"{r['proposals']:>4} {r['images_per_model']:>5} {clock:>5} "
+                f"{r[f'cold{tag}_ms']:>9.1f} {r[f'floor{tag}_ms']:>9.1f} "
+                f"{r[f'cold_over_floor{tag}']:>10.3f} {r[f'second{tag}_ms']:>8.2f} "
+                f"{r[f'cold_over_second{tag}']:>9.1f} {r[f'relational{tag}_ms']:>10.2f}"
+                + (f" {r['isolation_ms']:>8.1f} {r['image_encoding_ms']:>9.1f} "
+                   f"{r['cold_text_ms']:>7.1f}" if not tag else ''))
+    lines.append('(wall: elapsed time; cpu: process CPU time, all threads; isolate / img enc '
+                 '/ text: wall time of the cold pass\'s stages)')
     for r in report.get('ranking_vs_fp32', []):
         if r is report.get('ranking_vs_fp32', [])[0]:
             lines += ['', f"ranking vs fp32 ({report['dtype']}):"]
