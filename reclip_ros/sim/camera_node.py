@@ -248,11 +248,13 @@ class SimCameraNode(Node):
             header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._frame_id)
             for msg in (image, depth, info, proposals):
                 msg.header = header
-            self._image_pub.publish(image)
-            self._depth_pub.publish(depth)
+            # the colour image last: a consumer that reacts to it finds the depth, camera
+            # info and proposals of the same stamp already received
             self._info_pub.publish(info)
+            self._depth_pub.publish(depth)
             if self.get_parameter('publish_proposals').value:
                 self._proposals_pub.publish(proposals)
+            self._image_pub.publish(image)
         return header
 
     def destroy_node(self) -> None:

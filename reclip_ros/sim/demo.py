@@ -97,9 +97,11 @@ class SimStack:
                         '--width', str(self.width), '--height', str(self.height),
                         '--publish-proposals', '--reliable']
         models = '[' + ','.join(self.models) + ']'
+        # the camera publishes reliable: a reliable reader repairs lost fragments of the
+        # ~1 MB frames, which best effort drops
         node = python + ['node', '--ros-args', '-p', f'models:={models}',
                          '-p', "detector:=''", '-p', 'autostart:=true',
-                         '-p', 'device:=cpu']
+                         '-p', 'device:=cpu', '-p', 'image_qos_reliability:=reliable']
         for param in self.node_params:
             node += ['-p', param]
         return {'sim_camera': sim, 'reclip_node': node}
@@ -186,6 +188,7 @@ class Answer:
     target_points: List[object] = field(default_factory=list)  # PointStamped, same stamp
     image: Optional[np.ndarray] = None  # the grounded camera frame (RGB), when received
     attempts: int = 1
+    stamp_seen: bool = False  # the result's stamp is that of an image the camera published
 
 
 class GroundingClient:
@@ -195,7 +198,8 @@ class GroundingClient:
     """
 
     def __init__(self, domain_id: int, node_name: str = 'reclip_demo_client',
-                 camera_node: str = 'sim_camera', grounding_node: str = 'reclip') -> None:
+                 camera_node: str = 'sim_camera', grounding_node: str = 'reclip',
+                 reliable_images: bool = True) -> None:
         import rclpy
         from geometry_msgs.msg import PointStamped
         from lifecycle_msgs.msg import TransitionEvent
@@ -219,11 +223,13 @@ class GroundingClient:
         self._points: List[object] = []
         self._frames: Dict[tuple, np.ndarray] = {}
         self._frame_order: List[tuple] = []
+        self.image_stamps: set = set()  # (sec, nanosec) of every camera image received
         self.node_failure = ''
         self.node.create_subscription(String, 'ground_truth', self._on_truth, _latched_qos())
         self.node.create_subscription(GroundingResult, 'grounding', self._on_result, 100)
         self.node.create_subscription(PointStamped, 'target_point', self._on_point, 100)
-        self.node.create_subscription(Image, 'image', self._on_image, qos_profile_sensor_data)
+        self.node.create_subscription(Image, 'image', self._on_image,
+                                      10 if reliable_images else qos_profile_sensor_data)
         self.node.create_subscription(TransitionEvent, f'{grounding_node}/transition_event',
                                       self._on_transition, 10)
         self._command_pub = self.node.create_publisher(String, 'command', 100)
@@ -271,6 +277,7 @@ class GroundingClient:
         array = np.frombuffer(bytes(msg.data), np.uint8).reshape(
             msg.height, msg.step)[:, :msg.width * 3].reshape(msg.height, msg.width, 3)
         with self._cond:
+            self.image_stamps.add(key)
             self._frames[key] = array
             self._frame_order.append(key)
             while len(self._frame_order) > 30:
@@ -363,8 +370,9 @@ class GroundingClient:
                 break
             time.sleep(0.25)
         answer = Answer(result=msg, attempts=attempts)
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        answer.stamp_seen = bool(self._wait(lambda: key in self.image_stamps, 1.0))
         if msg.status == 0:
-            key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
             if msg.has_position:
                 # the node publishes target_point with the result; allow it to arrive
                 self._wait(lambda: [p for p in self._points if _same_stamp(p, msg)], 2.0)
@@ -430,6 +438,7 @@ class Outcome:
     target: str  # e.g. 'big red cube'
     target_index: int
     status: str
+    message: str = ''  # the result's status_message (notes such as a missing depth image)
     chosen: Optional[str] = None  # ground-truth object best matching the answer
     chosen_index: Optional[int] = None
     iou: float = 0.0
@@ -438,7 +447,7 @@ class Outcome:
     position: Optional[List[float]] = None
     position_error_m: Optional[float] = None  # |position - true centre|
     target_point_error_m: Optional[float] = None  # |target_point - true centre|
-    header_matches_camera: bool = False
+    header_matches_camera: bool = False  # frame id and stamp of a frame of this scene
     latency_ms: float = 0.0
     attempts: int = 1
     image: Optional[str] = None
@@ -451,8 +460,9 @@ def score_answer(seed: int, expression, truth: dict, objects: list, answer: Answ
     out = Outcome(seed=seed, text=expression.text, category=expression.category,
                   target=target.description, target_index=expression.target_index,
                   status=_STATUS_NAMES.get(int(msg.status), str(msg.status)),
+                  message=msg.status_message,
                   attempts=answer.attempts, latency_ms=float(msg.latency_total_ms))
-    out.header_matches_camera = (msg.header.frame_id == truth['frame_id']
+    out.header_matches_camera = (msg.header.frame_id == truth['frame_id'] and answer.stamp_seen
                                  and (msg.header.stamp.sec, msg.header.stamp.nanosec)
                                  >= (truth['stamp']['sec'], truth['stamp']['nanosec']))
     box = roi_box(msg.box) if msg.status == 0 else None
