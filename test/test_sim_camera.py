@@ -203,7 +203,8 @@ def test_command_line_runs_with_ros_arguments_and_stops_on_sigint(context):
         assert ok, proc.stdout.read() if proc.poll() is not None else 'no messages'
         assert rec.msgs['ground_truth'][-1]['seed'] == 5
         assert (rec.msgs['image'][-1].width, rec.msgs['image'][-1].height) == (64, 48)
-        assert 'cam' in rec.node.get_node_names()
+        # the -r __node:=cam remapping reached the node (graph updates may lag the data)
+        assert _spin_until(executor, lambda: 'cam' in rec.node.get_node_names(), timeout=10.0)
         executor.shutdown()
         rec.node.destroy_node()
     finally:
