@@ -31,6 +31,8 @@ from reclip_ros.srv import Ground
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / '.venv' / 'bin' / 'python'
 RELIABLE = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE)
+# images: reliable but only the newest kept (4000x3000 frames must not pile up in history)
+RELIABLE_IMAGE = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
 
 # Each test module has an offset; the pid spreads parallel pytest runs apart.
 MODULE_OFFSETS = {'lifecycle': 0, 'process': 1, 'bad_input': 2, 'launch': 3}
@@ -144,7 +146,7 @@ class TestClient:
     __test__ = False  # not a pytest test class
 
     def __init__(self, context: Context, namespace: str = '', node_name: str = 'reclip',
-                 image_qos: QoSProfile = RELIABLE) -> None:
+                 image_qos: QoSProfile = RELIABLE_IMAGE) -> None:
         self.node = Node('reclip_test_client', namespace=namespace, context=context)
         prefix = f'/{namespace.strip("/")}' if namespace.strip('/') else ''
         self.image_pub = self.node.create_publisher(Image, 'image', image_qos)
