@@ -134,3 +134,22 @@ def test_scale_box_to():
     assert b.to_list() == pytest.approx([5, 40, 15, 80])
     with pytest.raises(ValueError):
         scale_box_to(Box(0, 0, 1, 1), (0, 10), (10, 10))
+
+
+def test_center_offset_moves_the_point_back_along_the_viewing_ray():
+    """A sphere of radius 0.05 m at 1 m: the surface point is 5 cm in front of its centre."""
+    from reclip_ros.core.geometry import CameraIntrinsics, lift_box_center
+    from reclip_ros.core.types import Box
+    intr = CameraIntrinsics(fx=500.0, fy=500.0, cx=320.0, cy=240.0)
+    depth = np.full((480, 640), 1.0, np.float32)
+    # 0.1 m wide at 1 m -> 50 px; box centred off-axis so the ray is oblique
+    box = Box(400.5, 200.5, 50, 50)
+    surface = lift_box_center(box, depth, intr)
+    centre = lift_box_center(box, depth, intr, center_offset=1.0)
+    assert surface[2] == pytest.approx(1.0)
+    moved = np.subtract(centre, surface)
+    assert np.linalg.norm(moved) == pytest.approx(0.05, rel=1e-6)
+    # along the ray: parallel to the surface point's direction
+    direction = np.asarray(surface) / np.linalg.norm(surface)
+    assert np.dot(moved, direction) == pytest.approx(0.05, rel=1e-6)
+    assert lift_box_center(box, depth, intr, center_offset=0.0) == surface

@@ -48,6 +48,9 @@ class GrounderConfig:
         frame_cache_size: frames whose region embeddings are kept (LRU).
         detector_score_threshold, detector_nms_iou, detector_min_size, detector_top_k:
             detector proposal filtering.
+        center_offset: how far behind the visible surface the 3D position is placed, in
+            units of the object's apparent half-width (0: the surface point under the box
+            centre; see :func:`reclip_ros.core.geometry.lift_box_center`).
     """
 
     models: Tuple[str, ...] = DEFAULT_MODELS
@@ -66,6 +69,7 @@ class GrounderConfig:
     detector_nms_iou: float = 0.5
     detector_min_size: float = 8.0
     detector_top_k: int = 30
+    center_offset: float = 0.6
 
 
 @dataclass(frozen=True)
@@ -173,10 +177,11 @@ class Grounder:
         proposals: a proposal source used when ``ground`` gets no boxes (None: boxes required).
         size_prior: default size prior (fraction of the image area).
         max_expression_chars: longer expressions are rejected.
+        center_offset: see :class:`GrounderConfig` (0 here: the visible-surface point).
     """
 
     def __init__(self, scorer, parser, resolver=None, proposals=None, size_prior: float = 0.0,
-                 max_expression_chars: int = 1000) -> None:
+                 max_expression_chars: int = 1000, center_offset: float = 0.0) -> None:
         if resolver is None:
             from reclip_ros.core.resolver import SpatialResolver
             resolver = SpatialResolver()
@@ -186,6 +191,7 @@ class Grounder:
         self.proposals = proposals
         self.size_prior = float(size_prior)
         self.max_expression_chars = int(max_expression_chars)
+        self.center_offset = float(center_offset)
 
     @classmethod
     def from_config(cls, config: GrounderConfig) -> Grounder:
@@ -217,7 +223,8 @@ class Grounder:
                 nms_iou=config.detector_nms_iou, min_size=config.detector_min_size,
                 top_k=config.detector_top_k)
         return cls(scorer, parser, proposals=proposals, size_prior=config.size_prior,
-                   max_expression_chars=config.max_expression_chars)
+                   max_expression_chars=config.max_expression_chars,
+                   center_offset=config.center_offset)
 
     @property
     def device(self) -> str:
@@ -344,7 +351,7 @@ class Grounder:
         position = None
         if depth_m is not None and intrinsics is not None:
             from reclip_ros.core.geometry import lift_box_center
-            position = lift_box_center(best.box, depth_m, intrinsics)
+            position = lift_box_center(best.box, depth_m, intrinsics, self.center_offset)
             if position is None:
                 notes.append('no valid depth inside the chosen box')
         if dropped:
