@@ -277,3 +277,8 @@ def test_boxes_with_the_same_pixels_share_the_cache(pair, image):
     assert not scorer.encode_frame(image, [Box(box.x, box.y, box.width + 1.0, box.height)],
                                    frame_key='f').from_cache
     assert first.boxes == (box,)
+
+
+def test_chunks_are_balanced(pair):
+    scorer = RegionScorer(pair[:1], batch_size=32)
+    assert [scorer.chunk_size(t) for t in (1, 32, 33, 40, 64, 65)] == [1, 32, 17, 20, 32, 22]
