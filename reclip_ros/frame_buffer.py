@@ -1,8 +1,10 @@
-"""Thread-safe holders for the newest camera frame and for stamped side data (ROS-free).
+"""Thread-safe holders for the newest camera frames and for stamped side data (ROS-free).
 
 Frames are stored undecoded (the message and a decode function): the executor thread only
-swaps a reference, and decoding happens on the worker thread, once per frame, when a
-command needs it.
+appends a reference, and decoding happens on the worker thread, once per frame, when a
+command needs it. A few recent frames are kept so that a command can fall back to the
+newest frame whose depth image (and proposals) arrived, when those of the very newest
+frame were lost or are late.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 import numpy as np
 
@@ -94,39 +96,98 @@ class LatestSlot:
             self._item = None
 
 
+class FrameHistory(LatestSlot):
+    """The newest few colour frames; :meth:`get` returns the newest.
+
+    Args:
+        maxlen: how many frames to keep (older ones are dropped with their pixels).
+    """
+
+    def __init__(self, maxlen: int = 3) -> None:
+        super().__init__()
+        self._items: Deque[Any] = collections.deque(maxlen=max(int(maxlen), 1))
+
+    def put(self, item: Any) -> None:
+        """Append *item* as the newest frame."""
+        with self._lock:
+            self._items.append(item)
+            self._item = item
+            self.count += 1
+
+    def recent(self) -> List[Any]:
+        """The kept frames, newest first."""
+        with self._lock:
+            return list(reversed(self._items))
+
+    def clear(self) -> None:
+        """Forget every frame."""
+        with self._lock:
+            self._items.clear()
+            self._item = None
+
+
 class StampedHistory:
     """The last few stamped items, looked up by the stamp nearest to a frame's.
 
     Args:
         maxlen: how many items to keep (oldest dropped first).
+
+    Attributes:
+        count: items received since creation (0: this input never arrived).
     """
 
     def __init__(self, maxlen: int = 30) -> None:
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._items: Deque[Tuple[int, Any]] = collections.deque(maxlen=maxlen)
+        self.count = 0
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._cond:
             return len(self._items)
 
     def put(self, stamp_ns: int, item: Any) -> None:
-        """Remember *item* stamped *stamp_ns*."""
-        with self._lock:
+        """Remember *item* stamped *stamp_ns* (wakes :meth:`wait_match`)."""
+        with self._cond:
             self._items.append((int(stamp_ns), item))
+            self.count += 1
+            self._cond.notify_all()
+
+    def _nearest(self, stamp_ns: int) -> Tuple[Any, Optional[int]]:
+        best, best_skew = None, None
+        for item_stamp, item in self._items:
+            skew = abs(item_stamp - int(stamp_ns))
+            if best_skew is None or skew < best_skew:
+                best, best_skew = item, skew
+        return best, best_skew
 
     def match(self, stamp_ns: int, max_skew_s: float) -> Any:
         """Return the item whose stamp is nearest *stamp_ns*, within *max_skew_s*; else None."""
-        best, best_skew = None, None
-        with self._lock:
-            for item_stamp, item in self._items:
-                skew = abs(item_stamp - int(stamp_ns))
-                if best_skew is None or skew < best_skew:
-                    best, best_skew = item, skew
+        with self._cond:
+            best, best_skew = self._nearest(stamp_ns)
         if best_skew is None or best_skew > max_skew_s * 1e9:
             return None
         return best
 
+    def wait_match(self, stamp_ns: int, max_skew_s: float, timeout_s: float) -> Any:
+        """Like :meth:`match`, but wait up to *timeout_s* seconds for a matching item."""
+        deadline = time.monotonic() + max(float(timeout_s), 0.0)
+        with self._cond:
+            while True:
+                best, best_skew = self._nearest(stamp_ns)
+                if best_skew is not None and best_skew <= max_skew_s * 1e9:
+                    return best
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def nearest_skew_s(self, stamp_ns: int) -> Optional[float]:
+        """Seconds between *stamp_ns* and the nearest kept stamp (None when empty)."""
+        with self._cond:
+            _, best_skew = self._nearest(stamp_ns)
+        return None if best_skew is None else best_skew / 1e9
+
     def clear(self) -> None:
         """Forget everything."""
-        with self._lock:
+        with self._cond:
             self._items.clear()

@@ -19,7 +19,14 @@ import numpy as np
 from reclip_ros.command_queue import (SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue,
                                       GroundingJob, JobOutcome)
 from reclip_ros.core.types import GroundingResult, Status
-from reclip_ros.frame_buffer import Frame, LatestSlot, StampedHistory
+from reclip_ros.frame_buffer import Frame, FrameHistory, LatestSlot, StampedHistory
+from reclip_ros.frame_sync import SyncSettings, choose_frame, missing_depth_note
+
+# How many recent inputs are kept: colour frames to fall back on when the newest one's
+# depth is lost or late, depth images and proposals matched to them by stamp.
+FRAME_HISTORY = 3
+DEPTH_HISTORY = 6
+PROPOSALS_HISTORY = 30
 
 
 @dataclass
@@ -33,6 +40,8 @@ class WorkerSettings:
         continuous_rate: the most re-groundings per second in continuous mode.
         proposals_max_skew: seconds between a frame and the Proposals matched to it.
         depth_max_skew: seconds between a frame and the depth image matched to it.
+        sync_wait: seconds a command waits for the depth image (and proposals) of the
+            newest frame before using an earlier frame that has them.
         has_detector: proposals can come from a detector when none are given.
     """
 
@@ -42,7 +51,14 @@ class WorkerSettings:
     continuous_rate: float = 2.0
     proposals_max_skew: float = 0.05
     depth_max_skew: float = 0.05
+    sync_wait: float = 0.1
     has_detector: bool = False
+
+    def sync(self) -> SyncSettings:
+        """The tolerances of the frame choice (:mod:`reclip_ros.frame_sync`)."""
+        return SyncSettings(depth_max_skew=self.depth_max_skew,
+                            proposals_max_skew=self.proposals_max_skew,
+                            sync_wait=self.sync_wait, max_image_age=self.max_image_age)
 
 
 class LatencyStats:
@@ -103,9 +119,9 @@ class GroundingWorker:
         self.settings = settings or WorkerSettings()
         self.options = options or (lambda: None)
         self.log_error = log_error or (lambda message: None)
-        self.frames = LatestSlot()               # newest colour Frame
-        self.depth = StampedHistory(maxlen=3)    # depth Frames (decode -> metres)
-        self.proposals = StampedHistory(maxlen=30)  # list[Box] per frame stamp
+        self.frames = FrameHistory(FRAME_HISTORY)  # recent colour Frames; get() = newest
+        self.depth = StampedHistory(DEPTH_HISTORY)  # depth Frames (decode -> metres)
+        self.proposals = StampedHistory(PROPOSALS_HISTORY)  # list[Box] per frame stamp
         self.intrinsics = LatestSlot()           # (CameraIntrinsics, width, height)
         self.stats = LatencyStats()
         self.busy = False
@@ -226,6 +242,9 @@ class GroundingWorker:
         if job.source == SOURCE_TOPIC:
             self._last_command = job.expression
             self._last_continuous_key = None
+        # a frame sent with a service request is used as given; otherwise (topic commands
+        # and continuous re-groundings) the node's own frames, synchronised with side data
+        own_frame = job.frame is not None and job.source != SOURCE_CONTINUOUS
         frame: Optional[Frame] = job.frame if job.frame is not None else self.frames.get()
         if frame is None:
             return JobOutcome(self.failure(job, Status.NO_IMAGE,
@@ -238,6 +257,17 @@ class GroundingWorker:
                     job, Status.NO_IMAGE,
                     f'the newest image is {age:.2f} s old (max_image_age '
                     f'{settings.max_image_age:g} s)'), queue_wait_ms=wait_ms)
+        sync = settings.sync()
+        if own_frame:
+            depth_frame = self.depth.match(frame.stamp_ns, sync.depth_max_skew)
+            depth_expected, notes = self.depth.count > 0, []
+        else:
+            choice = choose_frame(frame, self.frames.recent(), self.depth, self.proposals,
+                                  sync, self.now_ns(), need_proposals=job.boxes is None)
+            frame, depth_frame, depth_expected = choice.frame, choice.depth, choice.depth_expected
+            notes = [choice.note] if choice.note else []
+        if job.source == SOURCE_CONTINUOUS:
+            notes.insert(0, 'continuous: re-grounding of the last command')
         try:
             image = frame.decode()
         except ValueError as exc:
@@ -252,13 +282,16 @@ class GroundingWorker:
                     f'{settings.proposals_max_skew:g} s of the image stamp '
                     f'({len(self.proposals)} recent) and no detector is configured'),
                     frame, wait_ms)
-        depth_m, intrinsics, depth_note = self._depth_for(frame, image.shape[1], image.shape[0])
+        if depth_frame is None and depth_expected:
+            notes.append(missing_depth_note(frame, self.depth, sync))
+        depth_m, intrinsics, depth_note = self._depth_for(depth_frame, image.shape[1],
+                                                          image.shape[0])
         result = self.grounder.ground(image, job.expression, boxes=boxes, depth_m=depth_m,
                                       intrinsics=intrinsics, frame_key=frame.key,
                                       options=self.options())
-        if depth_note:
-            message = f'{result.message}; {depth_note}' if result.message else depth_note
-            result = dataclasses.replace(result, message=message)
+        notes += [n for n in (result.message, depth_note) if n]
+        if notes:
+            result = dataclasses.replace(result, message='; '.join(notes))
         return JobOutcome(result, frame, wait_ms)
 
     def _check_expression(self, expression: str, max_chars: int) -> Optional[str]:
@@ -269,9 +302,8 @@ class GroundingWorker:
                     f'{max_chars} (max_expression_chars)')
         return None
 
-    def _depth_for(self, frame: Frame, width: int, height: int):
-        """Return (depth_m, intrinsics, note) for *frame*; (None, None, note) when unusable."""
-        depth_frame = self.depth.match(frame.stamp_ns, self.settings.depth_max_skew)
+    def _depth_for(self, depth_frame: Optional[Frame], width: int, height: int):
+        """Return (depth_m, intrinsics, note) for a colour image of *width* x *height*."""
         if depth_frame is None:
             return None, None, ''
         try:
