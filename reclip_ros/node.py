@@ -17,7 +17,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleState, Node, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -30,7 +30,7 @@ from reclip_ros.command_queue import (SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue
                                       GroundingJob, JobOutcome)
 from reclip_ros.core.types import GroundingResult, Status
 from reclip_ros.frame_buffer import Frame
-from reclip_ros.grounding_worker import GroundingWorker, WorkerSettings
+from reclip_ros.grounding_worker import DEPTH_HISTORY, GroundingWorker, WorkerSettings
 from reclip_ros.msg import GroundingResult as GroundingResultMsg
 from reclip_ros.msg import Proposals
 from reclip_ros.node_parameters import PARAMETERS, SPECS, validate, validate_all
@@ -43,7 +43,10 @@ FAILURE = TransitionCallbackReturn.FAILURE
 # inside DDS, and a burst of results reaches subscribers.
 COMMAND_QOS = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE)
 DYNAMIC_SETTINGS = ('max_image_age', 'continuous', 'continuous_rate', 'proposals_max_skew',
-                    'depth_max_skew')
+                    'depth_max_skew', 'sync_wait')
+# Each input has its own callback group, so no input ever waits for another one, for a
+# command, for the service, for the diagnostics timer or for a lifecycle transition.
+INPUTS = ('image', 'image/compressed', 'depth', 'camera_info', 'proposals', 'command')
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -80,9 +83,18 @@ class ReclipNode(Node):
         self._inputs: List[Any] = []
         self._diagnostics_pub = None
         self._diagnostics_timer = None
-        self._input_group = MutuallyExclusiveCallbackGroup()
-        self._service_group = ReentrantCallbackGroup()
+        self._input_groups = {name: MutuallyExclusiveCallbackGroup() for name in INPUTS}
+        # one service call at a time: a waiting call holds one executor thread, never more
+        self._service_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+
+    def executor_threads(self) -> int:
+        """Threads a multi-threaded executor needs so every callback group can run at once.
+
+        The inputs, the service, the diagnostics timer and the default group (lifecycle and
+        parameter services), plus one spare.
+        """
+        return len(self._input_groups) + 3 + 1
 
     def param(self, name: str) -> Any:
         """Return the current value of parameter *name*."""
@@ -104,6 +116,8 @@ class ReclipNode(Node):
     def _apply_parameters(self, params: Sequence[rclpy.parameter.Parameter]) -> None:
         if self.worker is not None:
             self._update_settings(self.worker.settings)
+        if self.grounder is not None:
+            self.grounder.center_offset = float(self.param('center_offset'))
 
     def _update_settings(self, settings: WorkerSettings) -> None:
         for name in DYNAMIC_SETTINGS:
@@ -130,7 +144,8 @@ class ReclipNode(Node):
                     batch_size=self.param('batch_size'),
                     max_expression_chars=self.param('max_expression_chars'),
                     detector_score_threshold=self.param('detector_score_threshold'),
-                    detector_top_k=self.param('detector_top_k'))
+                    detector_top_k=self.param('detector_top_k'),
+                    center_offset=self.param('center_offset'))
                 self.get_logger().info(f'loading models {list(config.models)} on '
                                        f'{config.device} (detector {config.detector!r})')
                 self.grounder = Grounder.from_config(config)
@@ -166,23 +181,30 @@ class ReclipNode(Node):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the inputs, offer ``~/ground`` and start the worker."""
+        reliability = (QoSReliabilityPolicy.RELIABLE
+                       if self.param('image_qos_reliability') == 'reliable'
+                       else QoSReliabilityPolicy.BEST_EFFORT)
         image_qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
-                               reliability=QoSReliabilityPolicy.RELIABLE
-                               if self.param('image_qos_reliability') == 'reliable'
-                               else QoSReliabilityPolicy.BEST_EFFORT)
-        group = self._input_group
-        sub = functools.partial(self.create_subscription, callback_group=group)
+                               reliability=reliability)
+        # depth images are kept by stamp: take every one that arrives, not only the newest
+        depth_qos = QoSProfile(depth=DEPTH_HISTORY, history=qos_profile_sensor_data.history,
+                               reliability=reliability)
+
+        def sub(msg_type, topic, callback, qos):
+            return self.create_subscription(msg_type, topic, callback, qos,
+                                            callback_group=self._input_groups[topic])
+
         self._inputs = [
             sub(Image, 'image', self._on_image, image_qos),
             sub(String, 'command', self._on_command, COMMAND_QOS),
-            self.create_service(Ground, '~/ground', self._on_ground,
+            self.create_service(Ground, '~/ground', self._on_ground, qos_profile=COMMAND_QOS,
                                 callback_group=self._service_group),
         ]
         if self.param('subscribe_compressed'):
             self._inputs.append(sub(CompressedImage, 'image/compressed',
                                     self._on_compressed, image_qos))
         if self.param('use_depth'):
-            self._inputs += [sub(Image, 'depth', self._on_depth, image_qos),
+            self._inputs += [sub(Image, 'depth', self._on_depth, depth_qos),
                              sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos)]
         if self.param('use_proposals_topic'):
             self._inputs.append(sub(Proposals, 'proposals', self._on_proposals, 10))
@@ -353,7 +375,8 @@ class ReclipNode(Node):
             'queue_length': len(worker.queue), 'queue_capacity': worker.queue.capacity,
             'commands_accepted': worker.queue.accepted, 'commands_dropped':
                 worker.queue.refused, 'busy': worker.busy, 'continuous': self.param('continuous'),
-            'frames_received': worker.frames.count,
+            'frames_received': worker.frames.count, 'depth_received': worker.depth.count,
+            'proposals_received': worker.proposals.count,
             'last_image_age_s': frame.age_s(self._now_ns()) if frame else 'never',
         }
         values.update({f'results_{k}': v for k, v in worker.stats.by_status.items()})
@@ -375,7 +398,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ['reclip_node'] + list(sys.argv[1:] if argv is None else argv)
     rclpy.init(args=args)
     node = ReclipNode()
-    executor = MultiThreadedExecutor(num_threads=6)
+    executor = MultiThreadedExecutor(num_threads=node.executor_threads())
     executor.add_node(node)
     code = 0
     try:

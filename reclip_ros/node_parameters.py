@@ -80,6 +80,13 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'Proposals stamp matched to it', min_value=0.0, max_value=10.0),
     ParameterSpec('depth_max_skew', 0.05, 'seconds between an image stamp and the depth '
                   'stamp matched to it', min_value=0.0, max_value=10.0),
+    ParameterSpec('sync_wait', 0.1, 'seconds a command waits for the depth image (and '
+                  'proposals) of the newest frame before using an earlier frame that has them',
+                  min_value=0.0, max_value=5.0),
+    ParameterSpec('center_offset', 0.6, '3D position: how far behind the visible surface '
+                  'the point is placed along the viewing ray, in units of the object\'s '
+                  'apparent half-width (0: the surface point under the box centre)',
+                  min_value=0.0, max_value=2.0),
     ParameterSpec('max_candidates', 30, 'candidates listed in a result (0: all)',
                   min_value=0, max_value=1000),
     ParameterSpec('publish_debug_image', True, 'publish `debug_image` (only while it has '

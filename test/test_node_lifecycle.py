@@ -2,16 +2,22 @@
 
 import threading
 
+import numpy as np
 import pytest
 import rclpy
 from lifecycle_msgs.srv import GetState
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
-from node_helpers import TestClient, domain_id, init_context, rss_kb, scene_boxes, wait_until
+from node_helpers import (RELIABLE_IMAGE, TestClient, domain_id, init_context, rss_kb, scene,
+                          scene_boxes, wait_until)
+from reclip_ros import conversions as conv
 from reclip_ros.msg import GroundingResult
 from reclip_ros.node import ReclipNode
+from reclip_ros.srv import Ground
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -175,3 +181,95 @@ def test_parameters_are_validated_with_a_reason(context, spun, tiny_clip_dir):
     assert node.worker.settings.continuous is True
     descriptor = node.describe_parameter('max_image_age')
     assert descriptor.description and descriptor.floating_point_range
+
+
+def test_each_input_has_its_own_callback_group(context, spun, tiny_clip_dir):
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir, subscribe_compressed=True)))
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    subs = {sub.topic_name: sub.callback_group for sub in node.subscriptions}
+    inputs = ['/image', '/image/compressed', '/depth', '/camera_info', '/proposals',
+              '/command']
+    assert set(inputs) <= set(subs), subs
+    groups = [subs[name] for name in inputs]
+    assert len({id(g) for g in groups}) == len(inputs), 'inputs share a callback group'
+    others = [s.callback_group for s in node.services] + [t.callback_group
+                                                          for t in node.timers]
+    assert not {id(g) for g in groups} & {id(g) for g in others}
+    every_group = {id(g) for g in groups + others}
+    assert node.executor_threads() > len(every_group), (
+        'the executor needs a thread for every callback group')
+
+
+class GatedGrounder:
+    """Delegates to a real Grounder once *gate* is set (holds the worker busy)."""
+
+    def __init__(self, grounder):
+        self.grounder = grounder
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def ground(self, *args, **kwargs):
+        self.entered.set()
+        assert self.gate.wait(120.0), 'the test never opened the gate'
+        return self.grounder.ground(*args, **kwargs)
+
+
+def test_inputs_are_not_starved_while_service_calls_wait(context, tiny_clip_dir):
+    """Many ~/ground calls waiting on a busy worker must not block images or commands."""
+    node = make_node(context, **tiny_params(tiny_clip_dir))
+    executor = MultiThreadedExecutor(num_threads=node.executor_threads(), context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    client = TestClient(context)
+    gated = None
+    try:
+        assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+        gated = GatedGrounder(node.worker.grounder)
+        node.worker.grounder = gated
+        assert client.wait_connected()
+        depth_pub = client.node.create_publisher(Image, 'depth', RELIABLE_IMAGE)
+        image = conv.array_to_image(scene(), 'rgb8', client.header())
+        futures = [client.ground.call_async(Ground.Request(
+            expression=f'the red block {i}', image=image, boxes=scene_boxes()))
+            for i in range(12)]
+        assert gated.entered.wait(60.0), 'the worker never got a service request'
+        frames, depths = node.worker.frames.count, node.worker.depth.count
+        accepted = node.worker.queue.accepted
+        assert wait_until(lambda: depth_pub.get_subscription_count() > 0, 20.0)
+        for _ in range(3):
+            header = client.publish_image(boxes=scene_boxes(), settle=0.1)
+            depth_pub.publish(conv.array_to_image(np.full((64, 96), 1.0, np.float32),
+                                                  '32FC1', header))
+        client.command_pub.publish(String(data='the blue block'))
+        starved = not wait_until(lambda: node.worker.frames.count > frames
+                                 and node.worker.depth.count > depths
+                                 and node.worker.queue.accepted > accepted, 30.0)
+        gated.gate.set()
+        assert not starved, 'image, depth or command callbacks did not run'
+        assert wait_until(lambda: all(f.done() for f in futures), 120.0)
+        statuses = [f.result().result.status for f in futures]
+        assert statuses == [GroundingResult.OK] * 12, [
+            f.result().result.status_message for f in futures]
+        assert wait_until(lambda: client.results_for('the blue block'), 60.0)
+    finally:
+        if gated is not None:
+            gated.gate.set()
+        client.close()
+        executor.shutdown(timeout_sec=2.0)
+        node.release()
+        node.destroy_node()
+
+
+def test_center_offset_reaches_the_grounder_and_changes_at_run_time(context, spun,
+                                                                     tiny_clip_dir):
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir, center_offset=0.0)))
+    assert node.trigger_configure() == SUCCESS
+    assert node.grounder.center_offset == 0.0
+    result = node.set_parameters([Parameter('center_offset', value=1.5)])[0]
+    assert result.successful, result.reason
+    assert node.grounder.center_offset == 1.5
+    refused = node.set_parameters([Parameter('center_offset', value=2.5)])[0]
+    assert not refused.successful and 'center_offset' in refused.reason
+    assert node.grounder.center_offset == 1.5
+    assert node.get_parameter('center_offset').value == 1.5

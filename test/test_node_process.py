@@ -124,38 +124,6 @@ def test_service_without_any_proposals(node_process):
     assert 'detector' in result.status_message
 
 
-def test_depth_and_camera_info_give_a_3d_point(node_process):
-    _, client, _ = node_process
-    points = []
-    client.node.create_subscription(PointStamped, 'target_point', points.append, RELIABLE)
-    depth_pub = client.node.create_publisher(Image, 'depth', RELIABLE)
-    info_pub = client.node.create_publisher(CameraInfo, 'camera_info', RELIABLE)
-    assert wait_until(lambda: depth_pub.get_subscription_count() > 0
-                      and info_pub.get_subscription_count() > 0, 20.0)
-    header = client.header()
-    info = CameraInfo(header=header, width=WIDTH, height=HEIGHT)
-    info.k = [80.0, 0.0, WIDTH / 2, 0.0, 80.0, HEIGHT / 2, 0.0, 0.0, 1.0]
-    info_pub.publish(info)
-    depth_pub.publish(conv.array_to_image(np.full((HEIGHT, WIDTH), 1500, np.uint16), '16UC1',
-                                          header))
-    client.publish_image(boxes=scene_boxes(WIDTH, HEIGHT), header=header)
-    result = client.command('the red block on the table')
-    check_ok_result(result)
-    assert result.has_position, result.status_message
-    assert result.position.z == pytest.approx(1.5, abs=1e-3)
-    assert wait_until(lambda: len(points) > 0, 10.0)
-    assert points[-1].header == header and points[-1].point.z == pytest.approx(1.5, abs=1e-3)
-
-    # a depth image of another size is reported, not used
-    header2 = client.header()
-    depth_pub.publish(conv.array_to_image(np.full((10, 10), 1000, np.uint16), '16UC1', header2))
-    client.publish_image(boxes=scene_boxes(WIDTH, HEIGHT), header=header2)
-    result = client.command('the blue block on the table')
-    assert result.status == GroundingResult.OK
-    assert not result.has_position
-    assert 'depth' in result.status_message and '10x10' in result.status_message
-
-
 def test_debug_image_is_drawn_on_the_grounded_frame(node_process):
     _, client, _ = node_process
     debug = []
@@ -219,3 +187,79 @@ def test_parameters_over_the_wire_and_continuous_mode(node_process):
         assert all(r.status == GroundingResult.OK for r in client.results_for(text))
     finally:
         assert all(r.successful for r in set_params(Parameter('continuous', value=False)))
+
+
+# The depth tests come last: once a depth image has arrived, the node expects one for
+# every frame (and says so in status_message when it is missing).
+
+@pytest.fixture(scope='module')
+def depth_publishers(node_process):
+    _, client, _ = node_process
+    depth_pub = client.node.create_publisher(Image, 'depth', RELIABLE)
+    info_pub = client.node.create_publisher(CameraInfo, 'camera_info', RELIABLE)
+    assert wait_until(lambda: depth_pub.get_subscription_count() > 0
+                      and info_pub.get_subscription_count() > 0, 20.0)
+    return depth_pub, info_pub
+
+
+def _publish_info(info_pub, header):
+    info = CameraInfo(header=header, width=WIDTH, height=HEIGHT)
+    info.k = [80.0, 0.0, WIDTH / 2, 0.0, 80.0, HEIGHT / 2, 0.0, 0.0, 1.0]
+    info_pub.publish(info)
+
+
+def test_depth_and_camera_info_give_a_3d_point(node_process, depth_publishers):
+    _, client, _ = node_process
+    depth_pub, info_pub = depth_publishers
+    points = []
+    client.node.create_subscription(PointStamped, 'target_point', points.append, RELIABLE)
+    header = client.header()
+    _publish_info(info_pub, header)
+    depth_pub.publish(conv.array_to_image(np.full((HEIGHT, WIDTH), 1500, np.uint16), '16UC1',
+                                          header))
+    client.publish_image(boxes=scene_boxes(WIDTH, HEIGHT), header=header)
+    result = client.command('the red block on the table')
+    check_ok_result(result)
+    assert result.has_position, result.status_message
+    # the point lies behind the visible surface (center_offset 0.6 half-widths)
+    push = 0.6 * 0.5 * result.box.width * 1.5 / 80.0  # metres along the viewing ray
+    assert 1.5 < result.position.z <= 1.5 + push + 1e-3
+    assert wait_until(lambda: len(points) > 0, 10.0)
+    assert points[-1].header == header
+    assert points[-1].point.z == pytest.approx(result.position.z, abs=1e-6)
+
+    # a depth image of another size is reported, not used
+    header2 = client.header()
+    depth_pub.publish(conv.array_to_image(np.full((10, 10), 1000, np.uint16), '16UC1', header2))
+    client.publish_image(boxes=scene_boxes(WIDTH, HEIGHT), header=header2)
+    result = client.command('the blue block on the table')
+    assert result.status == GroundingResult.OK
+    assert not result.has_position
+    assert 'depth' in result.status_message and '10x10' in result.status_message
+
+
+def test_lost_depth_uses_the_previous_frame_and_missing_depth_is_reported(node_process,
+                                                                         depth_publishers):
+    _, client, _ = node_process
+    depth_pub, info_pub = depth_publishers
+    # frame A with its depth, then frame B whose depth is lost
+    header_a = client.header()
+    _publish_info(info_pub, header_a)
+    depth_pub.publish(conv.array_to_image(np.full((HEIGHT, WIDTH), 1200, np.uint16), '16UC1',
+                                          header_a))
+    client.publish_image(boxes=scene_boxes(WIDTH, HEIGHT), header=header_a, settle=0.1)
+    header_b = client.publish_image(boxes=scene_boxes(WIDTH, HEIGHT))
+    result = client.command('the red block left of the blue block')
+    check_ok_result(result)
+    assert result.header == header_a, 'not grounded on the frame whose depth arrived'
+    assert result.has_position and result.position.z > 1.2, result.status_message
+    assert 'before the newest' in result.status_message
+    assert header_b != header_a
+
+    # no kept frame has depth: the newest frame is used, and the message says why
+    for _ in range(4):
+        header_c = client.publish_image(boxes=scene_boxes(WIDTH, HEIGHT), settle=0.1)
+    result = client.command('the blue block right of the red block')
+    check_ok_result(result)
+    assert result.header == header_c and not result.has_position
+    assert 'no depth image within depth_max_skew' in result.status_message
