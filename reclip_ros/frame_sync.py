@@ -9,7 +9,9 @@ whose side data is complete:
 2. otherwise the newest frame after waiting up to ``sync_wait`` seconds for them;
 3. otherwise the newest earlier frame (of the few kept, not older than ``max_image_age``)
    whose depth and proposals have arrived;
-4. otherwise the newest frame without them; the caller reports the missing depth.
+4. otherwise, when the newest frame lacks its proposals, the newest earlier frame that has
+   them (without depth: proposals are required, depth is not);
+5. otherwise the newest frame as it is; the caller reports the missing depth.
 
 Depth is expected once a depth image has ever arrived; proposals once a Proposals message
 has ever arrived and the command brings no boxes of its own.
@@ -90,20 +92,31 @@ def choose_frame(newest: Frame, recent: Sequence[Frame], depth: StampedHistory,
     found, ok = complete(newest, settings.sync_wait)
     if ok:
         return FrameChoice(newest, found, want_depth)
-    for earlier in recent:
-        if earlier is newest or earlier.sequence >= newest.sequence:
-            continue
-        if settings.max_image_age > 0 and earlier.age_s(now_ns) > settings.max_image_age:
-            break
+    newest_has_boxes = not want_boxes or proposals.match(
+        newest.stamp_ns, settings.proposals_max_skew) is not None
+    missing = 'depth image' if newest_has_boxes else 'proposals'
+    earlier_frames = [f for f in recent if f is not newest and f.sequence < newest.sequence
+                      and not (settings.max_image_age > 0
+                               and f.age_s(now_ns) > settings.max_image_age)]
+    for earlier in earlier_frames:
         earlier_depth, ok = complete(earlier, 0.0)
         if ok:
-            gap = (newest.stamp_ns - earlier.stamp_ns) / 1e9
-            missing = 'depth image' if want_depth and found is None else 'proposals'
             return FrameChoice(earlier, earlier_depth, want_depth,
-                               f'grounded on the frame {gap:.3f} s before the newest, whose '
-                               f'{missing} did not arrive within sync_wait='
-                               f'{settings.sync_wait:g} s')
+                               _fallback_note(newest, earlier, missing, settings))
+    if not newest_has_boxes:
+        # no frame has everything: proposals are required, depth is not
+        for earlier in earlier_frames:
+            if proposals.match(earlier.stamp_ns, settings.proposals_max_skew) is not None:
+                return FrameChoice(earlier, None, want_depth,
+                                   _fallback_note(newest, earlier, missing, settings))
     return FrameChoice(newest, found, want_depth)
+
+
+def _fallback_note(newest: Frame, earlier: Frame, missing: str,
+                   settings: SyncSettings) -> str:
+    gap = (newest.stamp_ns - earlier.stamp_ns) / 1e9
+    return (f'grounded on the frame {gap:.3f} s before the newest, whose {missing} did not '
+            f'arrive within sync_wait={settings.sync_wait:g} s')
 
 
 def missing_depth_note(frame: Frame, depth: StampedHistory,

@@ -190,3 +190,12 @@ def test_continuous_regrounding_says_so(grounder):
                                        frame=frame)).result
     assert 'continuous' not in command.message
     assert again.status == Status.OK and again.message.startswith('continuous')
+
+
+def test_proposals_matter_more_than_depth_when_no_frame_has_both():
+    frames, depth, proposals = _stream(), StampedHistory(), StampedHistory()
+    depth.put(NOW, _depth(NOW))                       # the newest: depth, no proposals
+    proposals.put(NOW - PERIOD, [Box(1, 1, 5, 5)])    # the previous: proposals, no depth
+    choice = _choose(frames, depth, proposals, sync_wait=0.0)
+    assert choice.frame.stamp_ns == NOW - PERIOD and choice.depth is None
+    assert 'proposals' in choice.note
