@@ -66,3 +66,14 @@ def test_default_segment_is_smaller_than_one_frame_and_the_profile_enlarges_it()
     print(f'\nFast DDS shared-memory segment: default {default} B, profile {enlarged} B')
     assert default < FRAME_BYTES, 'the finding in docs/node.md no longer holds'
     assert enlarged >= 4 * FRAME_BYTES
+
+
+def test_sim_stack_children_use_the_profile_unless_one_is_chosen(monkeypatch):
+    from reclip_ros.sim.demo import SimStack
+    monkeypatch.delenv('FASTDDS_DEFAULT_PROFILES_FILE', raising=False)
+    monkeypatch.delenv('FASTRTPS_DEFAULT_PROFILES_FILE', raising=False)
+    env = SimStack(0, domain_id=1).environment()
+    assert Path(env['FASTDDS_DEFAULT_PROFILES_FILE']).resolve() == PROFILE.resolve()
+    monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', '/elsewhere/profile.xml')
+    env = SimStack(0, domain_id=1).environment()
+    assert 'FASTDDS_DEFAULT_PROFILES_FILE' not in env

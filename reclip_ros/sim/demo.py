@@ -55,6 +55,15 @@ def _source_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def large_frames_profile() -> Optional[Path]:
+    """The Fast DDS profile for large frames (config/fastdds_large_frames.xml), if present."""
+    name = Path('config') / 'fastdds_large_frames.xml'
+    for base in (_source_root(), Path(sys.prefix) / 'share' / 'reclip_ros'):
+        if (base / name).is_file():
+            return base / name
+    return None
+
+
 def pick_domain_id() -> int:
     """Return a ROS domain id for a private run (``RECLIP_DEMO_DOMAIN_ID`` or random 30-99)."""
     value = os.environ.get('RECLIP_DEMO_DOMAIN_ID')
@@ -115,6 +124,13 @@ class SimStack:
             [root] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
         env.setdefault('OMP_NUM_THREADS', '1')
         env['PYTHONUNBUFFERED'] = '1'
+        # Fast DDS's default 512 KB shared-memory segment loses ~1 MB frames between the
+        # camera and the node (docs/node.md); use the large-frames profile unless the user
+        # chose a profile
+        profile = large_frames_profile()
+        if profile is not None and not (env.get('FASTDDS_DEFAULT_PROFILES_FILE')
+                                        or env.get('FASTRTPS_DEFAULT_PROFILES_FILE')):
+            env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
         return env
 
     def start(self) -> SimStack:
