@@ -43,3 +43,15 @@ def tiny_owlv2_dir(tmp_path_factory) -> str:
     _quiet_torch()
     from reclip_ros.core.random_models import save_random_owlv2
     return str(save_random_owlv2(tmp_path_factory.mktemp('tiny_owlv2'), seed=0))
+
+
+@pytest.fixture(scope='session')
+def tiny_siglip_dir(tmp_path_factory) -> str:
+    """A tiny SiglipModel (48-pixel input, random weights, logit scale 10, bias -10).
+
+    Its tokenizer is ``SiglipTokenizer`` (spiece.model) when ``protobuf`` is installed,
+    else the equivalent ``tokenizers`` twin (see ``random_models.build_siglip_tokenizer``).
+    """
+    _quiet_torch()
+    from reclip_ros.core.random_models import save_random_siglip
+    return str(save_random_siglip(tmp_path_factory.mktemp('tiny_siglip'), seed=0))

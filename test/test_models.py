@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import string
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 import torch
 
 from reclip_ros.core import models as models_mod
+from reclip_ros.core import random_models
 from reclip_ros.core.models import (ClipModel, load_models, resolve_device,
                                     resolve_model_path, resolve_precision)
 from reclip_ros.core.random_models import build_clip_tokenizer, save_random_clip
-from reclip_ros.core.types import DeviceError, ModelLoadError
+from reclip_ros.core.types import Box, DeviceError, ModelLoadError
 
 
 @pytest.fixture(scope='module')
@@ -226,3 +228,234 @@ def test_tiny_owlv2_loads_with_auto_classes(tiny_owlv2_dir):
         out = model(pixel_values=torch.zeros(1, 3, 64, 64), **text)
     assert out.logits.shape == (1, 64, 2)
     assert out.pred_boxes.shape == (1, 64, 4)
+
+
+# --------------------------------------------------------------------------- SigLIP
+SIGLIP_PROMPTS = ['a photo of the red mug', 'a photo of a laptop left of the book',
+                  'a photo of the small green bottle']
+
+
+@pytest.fixture(scope='module')
+def siglip(tiny_siglip_dir):
+    return ClipModel.load(tiny_siglip_dir, device='cpu')
+
+
+def _reference_siglip(directory):
+    """The checkpoint loaded straight through transformers, without ClipModel."""
+    from transformers import AutoTokenizer, SiglipModel
+    model = SiglipModel.from_pretrained(directory, use_safetensors=True).eval()
+    return model, AutoTokenizer.from_pretrained(directory)
+
+
+def _scene(seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, size=(90, 120, 3), dtype=np.uint8)
+    image[10:50, 10:45] = (220, 30, 30)
+    image[40:85, 60:110] = (30, 30, 220)
+    boxes = [[10, 10, 35, 40], [60, 40, 50, 45], [0, 0, 120, 90], [45, 5, 30, 30]]
+    return image, boxes
+
+
+def test_siglip_loads_through_the_clip_path(siglip, tiny_siglip_dir):
+    processor = json.loads((Path(tiny_siglip_dir) / 'preprocessor_config.json').read_text())
+    config = json.loads((Path(tiny_siglip_dir) / 'config.json').read_text())
+    assert processor['image_processor_type'] == 'SiglipImageProcessor'
+    assert siglip.model_type == 'siglip'
+    assert type(siglip.model).__name__ == 'SiglipModel'
+    assert siglip.image_size == processor['size']['height'] == 48
+    assert siglip.image_mean == pytest.approx(processor['image_mean'])
+    assert siglip.image_std == pytest.approx(processor['image_std'])
+    assert siglip.text_max_length == config['text_config']['max_position_embeddings']
+    raw_scale = siglip.model.logit_scale.detach().item()
+    raw_bias = siglip.model.logit_bias.detach().item()
+    assert siglip.logit_scale == pytest.approx(math.exp(raw_scale))
+    assert siglip.logit_bias == pytest.approx(raw_bias)
+    assert siglip.logit_bias != 0.0  # SigLIP's bias is part of every logit
+    if random_models.protobuf_available():
+        assert type(siglip.tokenizer).__name__ == 'SiglipTokenizer'
+
+
+def test_siglip_text_is_padded_to_max_length_without_mask(siglip):
+    inputs = siglip.tokenize(['a photo of a mug', SIGLIP_PROMPTS[1]])
+    assert set(inputs) == {'input_ids'}  # SigLIP was trained without an attention mask
+    ids = inputs['input_ids']
+    assert ids.shape == (2, siglip.text_max_length)
+    pad = siglip.tokenizer.pad_token_id
+    assert pad == siglip.tokenizer.eos_token_id
+    assert torch.all(ids[:, -1] == pad)  # the pooled last position is a pad/eos token
+    # Fixed-length padding: an embedding does not depend on the other texts of the batch.
+    alone = siglip.encode_texts(['a photo of a mug'])
+    batch = siglip.encode_texts(['a photo of a mug', SIGLIP_PROMPTS[1]])
+    torch.testing.assert_close(alone[0], batch[0], atol=1e-6, rtol=1e-5)
+
+
+def test_siglip_logits_match_the_model_forward(siglip, tiny_siglip_dir):
+    ref, tok = _reference_siglip(tiny_siglip_dir)
+    pixels = _pixels(3, siglip.image_size, seed=5)
+    enc = tok(SIGLIP_PROMPTS, padding='max_length', max_length=siglip.text_max_length,
+              truncation=True, return_tensors='pt')
+    with torch.no_grad():
+        expected = ref(input_ids=enc['input_ids'],
+                       pixel_values=torch.from_numpy(pixels)).logits_per_image
+        masked = ref(input_ids=enc['input_ids'], attention_mask=enc['attention_mask'],
+                     pixel_values=torch.from_numpy(pixels)).logits_per_image
+    img = siglip.encode_images(pixels)
+    txt = siglip.encode_texts(SIGLIP_PROMPTS)
+    got = siglip.logit_scale * img @ txt.T + siglip.logit_bias
+    assert got.shape == expected.shape == (3, len(SIGLIP_PROMPTS))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # The check can fail: masking the pad tokens (not how SigLIP was trained) changes them.
+    assert (masked - expected).abs().max() > 1e-3
+
+
+def test_siglip_region_logits_match_the_model_forward(siglip, tiny_siglip_dir):
+    from reclip_ros.core.isolation import to_model_input
+    from reclip_ros.core.region_scorer import RegionScorer
+
+    ref, tok = _reference_siglip(tiny_siglip_dir)
+    image, boxes = _scene()
+    scorer = RegionScorer([siglip], batch_size=3)  # several chunks per frame
+    frame = scorer.encode_frame(image, boxes)
+    got = scorer.logits(frame, 'The red mug')
+    isolated = scorer.isolated_images(image, frame.boxes)
+    ids = tok(['a photo of the red mug'], padding='max_length',
+              max_length=siglip.text_max_length, return_tensors='pt')['input_ids']
+    expected = np.zeros(len(boxes))
+    for method in ('crop', 'blur'):
+        batch = to_model_input(isolated[method], siglip.image_size, siglip.image_mean,
+                               siglip.image_std)
+        with torch.no_grad():
+            out = ref(input_ids=ids, pixel_values=torch.from_numpy(batch))
+        expected += out.logits_per_image[:, 0].double().numpy()
+    np.testing.assert_allclose(got, expected, atol=2e-4, rtol=1e-5)
+
+
+def test_fast_siglip_tokenizer_matches_sentencepiece(tmp_path):
+    import sentencepiece as spm
+
+    tok = random_models.build_siglip_tokenizer(tmp_path / 'fast', fmt='fast', max_length=32)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / 'fast' / 'spiece.model'))
+    texts = ['a photo of the red mug', 'A photo of THE Laptop, left of the book!',
+             '  pick   up the mug near the  lamp. ', "the robot's gripper (left)",
+             'zyxwv qq 42 spatula']
+    for text in texts:
+        # SiglipTokenizer's canonicalisation: lower case, no punctuation, single spaces.
+        canonical = ' '.join(text.lower().translate(
+            str.maketrans('', '', string.punctuation)).split())
+        expected = sp.encode(canonical) + [sp.eos_id()]
+        assert tok(text)['input_ids'] == expected, text
+    assert sp.unk_id() not in tok('zyxwv qq 42 spatula')['input_ids']
+    pieces = tok.convert_ids_to_tokens(tok('pick up the red mug left of the laptop')['input_ids'])
+    assert pieces == ['\u2581pick', '\u2581up', '\u2581the', '\u2581red', '\u2581mug',
+                      '\u2581left', '\u2581of', '\u2581the', '\u2581laptop', '</s>']
+
+
+@pytest.mark.skipif(not random_models.protobuf_available(),
+                    reason='SiglipTokenizer needs the protobuf package')
+def test_sentencepiece_siglip_tokenizer_equals_fast_twin(tmp_path):
+    slow = random_models.build_siglip_tokenizer(tmp_path / 'sp', fmt='sentencepiece')
+    fast = random_models.build_siglip_tokenizer(tmp_path / 'fast', fmt='fast')
+    assert type(slow).__name__ == 'SiglipTokenizer'
+    for text in ('a photo of the red mug', 'The Mug, left of the BOOK!', 'zyxwv 42 spatula'):
+        assert slow(text)['input_ids'] == fast(text)['input_ids'], text
+
+
+def test_siglip_tokenizer_format_is_checked(tmp_path):
+    with pytest.raises(ValueError, match='format'):
+        random_models.build_siglip_tokenizer(tmp_path, fmt='bpe')
+
+
+@pytest.mark.skipif(random_models.protobuf_available(),
+                    reason='checks the error when protobuf is missing')
+def test_siglip_without_protobuf_names_the_package(tmp_path, tiny_siglip_dir):
+    import shutil
+    hub_layout = tmp_path / 'siglip_hub_layout'
+    shutil.copytree(tiny_siglip_dir, hub_layout)
+    # The tokenizer files of Google's SigLIP checkpoints: spiece.model + SiglipTokenizer.
+    (hub_layout / 'tokenizer.json').unlink()
+    (hub_layout / 'tokenizer_config.json').write_text(json.dumps({
+        'tokenizer_class': 'SiglipTokenizer', 'eos_token': '</s>', 'pad_token': '</s>',
+        'unk_token': '<unk>', 'model_max_length': 32}))
+    with pytest.raises(ModelLoadError) as info:
+        ClipModel.load(str(hub_layout), device='cpu')
+    message = str(info.value)
+    assert 'protobuf' in message and 'pip install' in message
+    assert str(hub_layout) in message
+
+
+def test_siglip2_is_rejected_with_a_reason(tmp_path, tiny_clip_dir):
+    import shutil
+
+    from transformers import Siglip2Config, Siglip2Model
+    tower = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                 num_attention_heads=2)
+    config = Siglip2Config(text_config=dict(tower, vocab_size=600, max_position_embeddings=16),
+                           vision_config=dict(tower, num_patches=16, patch_size=8))
+    directory = tmp_path / 'siglip2'
+    Siglip2Model(config).save_pretrained(str(directory), safe_serialization=True)
+    for name in os.listdir(tiny_clip_dir):
+        if name not in ('config.json', 'model.safetensors'):
+            shutil.copy(os.path.join(tiny_clip_dir, name), directory / name)
+    with pytest.raises(ModelLoadError, match='siglip2.*not supported'):
+        ClipModel.load(str(directory), device='cpu')
+
+
+def test_clip_plus_siglip_ensemble_in_region_scorer(tiny, siglip):
+    from reclip_ros.core.region_scorer import RegionScorer
+
+    assert tiny.image_size != siglip.image_size  # two input sizes, two preprocessings
+    image, boxes = _scene(seed=1)
+    both = RegionScorer([tiny, siglip])
+    singles = [RegionScorer([tiny]), RegionScorer([siglip])]
+    frame = both.encode_frame(image, boxes)
+    for text in ('the red mug', 'the blue book on the right'):
+        summed = sum(s.logits(s.encode_frame(image, boxes), text) for s in singles)
+        got = both.logits(frame, text)
+        np.testing.assert_allclose(got, summed, atol=1e-5, rtol=1e-6)
+        probs = both.probabilities(frame, text)
+        assert probs.shape == (len(boxes),) and np.all(probs >= 0)
+        assert probs.sum() == pytest.approx(1.0)
+        expected = np.exp(summed - summed.max())
+        np.testing.assert_allclose(probs, expected / expected.sum(), atol=1e-6)
+    # The SigLIP bias enters each (model, method) term once: 2 methods x -10.
+    crop_blur = singles[1].logits(singles[1].encode_frame(image, boxes), 'the red mug')
+    no_bias = crop_blur - 2 * siglip.logit_bias
+    frame_s = singles[1].encode_frame(image, boxes)
+    text_emb = singles[1].text_embeddings(['the red mug'])[0]
+    cos_sum = sum((frame_s.embeddings[(0, m)] @ text_emb.T)[:, 0] for m in ('crop', 'blur'))
+    np.testing.assert_allclose(no_bias, siglip.logit_scale * cos_sum.double().numpy(),
+                               atol=1e-5)
+
+
+def test_clip_plus_siglip_ensemble_through_grounder(tiny_clip_dir, tiny_siglip_dir):
+    from reclip_ros.core.grounder import Grounder, GrounderConfig, GroundingOptions
+    from reclip_ros.core.region_scorer import RegionScorer
+    from reclip_ros.core.types import Status
+
+    cfg = GrounderConfig(models=(tiny_clip_dir, tiny_siglip_dir), device='cpu',
+                         spacy_model='en_core_web_sm')
+    grounder = Grounder.from_config(cfg)
+    try:
+        assert grounder.model_names == [tiny_clip_dir, tiny_siglip_dir]
+        assert [m.model_type for m in grounder.scorer.models] == ['clip', 'siglip']
+        image, boxes = _scene(seed=2)
+        expression = 'the red mug'
+        result = grounder.ground(image, expression, boxes=boxes,
+                                 options=GroundingOptions(use_relations=False))
+        assert result.status == Status.OK, result.message
+        scores = {tuple(c.box.to_list()): c.score for c in result.candidates}
+        assert len(scores) == len(boxes)
+        assert sum(scores.values()) == pytest.approx(1.0)
+        assert all(0.0 <= s <= 1.0 for s in scores.values())
+        text = grounder.parser.parse(expression).text
+        summed = np.zeros(len(boxes))
+        for model in grounder.scorer.models:
+            single = RegionScorer([model])
+            summed += single.logits(single.encode_frame(image, boxes), text)
+        expected = np.exp(summed - summed.max())
+        expected /= expected.sum()
+        got = np.array([scores[tuple(Box.from_list(b).to_list())] for b in boxes])
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        assert result.box.to_list() == Box.from_list(boxes[int(np.argmax(expected))]).to_list()
+    finally:
+        grounder.close()

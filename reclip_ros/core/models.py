@@ -27,6 +27,15 @@ PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 _DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 MODEL_ALIASES = {'sim': 'sim_clip'}
 SIGLIP_TYPES = ('siglip',)
+# Checkpoint types that load with AutoModel and have get_*_features but take other inputs.
+UNSUPPORTED_TYPES = {
+    'siglip2': 'SigLIP 2 checkpoints take variable-resolution patch sequences '
+               '(pixel_attention_mask, spatial_shapes), not square images',
+}
+_DEFAULT_STATS = {  # (mean, std) when a preprocessor config lacks them
+    'clip': ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    'siglip': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 def resolve_device(requested: str = 'auto') -> str:
@@ -160,6 +169,17 @@ def _load_parts(path: str, dtype: torch.dtype, local_only: bool):
     return config, model, tokenizer, processor_dict
 
 
+def _missing_package_message(name: str, exc: ImportError) -> str:
+    """A one-paragraph ModelLoadError text for a Python package that a model part needs."""
+    text = ' '.join(str(exc).split())
+    needed = [pkg for pkg in ('protobuf', 'sentencepiece', 'tiktoken', 'torchvision', 'scipy')
+              if pkg in text.lower()]
+    fix = (f"install it (`pip install {' '.join(needed)}`)" if needed
+           else 'install the package it names')
+    return (f"cannot load model '{name}': a Python package it needs is missing ({text}). "
+            f"Fix: {fix}. SigLIP tokenizers need both sentencepiece and protobuf.")
+
+
 def _offline_forced() -> bool:
     return os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on')
 
@@ -255,6 +275,8 @@ class ClipModel:
             raise ModelLoadError(f"model directory '{name_or_dir}' does not exist")
         try:
             parts = _load_parts(path, dtype, local_only=True)
+        except ImportError as exc:
+            raise ModelLoadError(_missing_package_message(str(name_or_dir), exc)) from exc
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             if local_dir:
                 raise ModelLoadError(
@@ -267,12 +289,20 @@ class ClipModel:
                     f"HF_HUB_OFFLINE is set. {_fetch_hint(name_or_dir)}") from exc
             try:
                 parts = _load_parts(path, dtype, local_only=False)
+            except ImportError as exc2:
+                raise ModelLoadError(
+                    _missing_package_message(str(name_or_dir), exc2)) from exc2
             except Exception as exc2:  # network errors come in many types
                 raise ModelLoadError(
                     f"model '{name_or_dir}' is not in the local Hugging Face cache and could "
                     f"not be downloaded ({type(exc2).__name__}: {exc2}). "
                     f"{_fetch_hint(name_or_dir)}") from exc2
         config, model, tokenizer, processor = parts
+        model_type = str(config.model_type)
+        if model_type in UNSUPPORTED_TYPES:
+            raise ModelLoadError(f"model '{name_or_dir}' (type {model_type}) is not supported: "
+                                 f"{UNSUPPORTED_TYPES[model_type]}; use a CLIP or SigLIP "
+                                 "checkpoint")
         for method in ('get_image_features', 'get_text_features'):
             if not hasattr(model, method):
                 raise ModelLoadError(
@@ -283,14 +313,16 @@ class ClipModel:
         except RuntimeError as exc:
             raise DeviceError(f"cannot move model '{name_or_dir}' to {resolved}: {exc}") from exc
         image_size = _image_size(processor, config)
-        mean = processor.get('image_mean') or (0.48145466, 0.4578275, 0.40821073)
-        std = processor.get('image_std') or (0.26862954, 0.26130258, 0.27577711)
+        default_mean, default_std = _DEFAULT_STATS.get(
+            'siglip' if model_type in SIGLIP_TYPES else 'clip')
+        mean = processor.get('image_mean') or default_mean
+        std = processor.get('image_std') or default_std
         text_cfg = getattr(config, 'text_config', None)
         max_positions = getattr(text_cfg, 'max_position_embeddings', None) or 77
         tok_max = getattr(tokenizer, 'model_max_length', None) or max_positions
         max_length = int(min(max_positions, tok_max if tok_max < 10 ** 6 else max_positions))
         return cls(str(name_or_dir), model, tokenizer, resolved, dtype, image_size, mean, std,
-                   model_type=str(config.model_type), text_max_length=max_length)
+                   model_type=model_type, text_max_length=max_length)
 
     @property
     def loaded(self) -> bool:
@@ -318,12 +350,19 @@ class ClipModel:
             return feats.cpu()
 
     def tokenize(self, texts: Sequence[str]) -> dict:
-        """Tokenise *texts* as the model expects (SigLIP: padded to max length)."""
+        """Tokenise *texts* as the model was trained.
+
+        CLIP: padded to the longest text, with an attention mask (CLIP pools the end-of-text
+        token behind a causal mask, so padding never changes an embedding).
+        SigLIP: padded to ``text_max_length`` with the pad token and **no** attention mask:
+        SigLIP was trained that way (pad tokens are attended) and pools the last position,
+        so both the fixed length and the absent mask are part of the model.
+        """
         if self.model_type in SIGLIP_TYPES:
-            padding = 'max_length'
-        else:
-            padding = True
-        enc = self.tokenizer(list(texts), padding=padding, truncation=True,
+            enc = self.tokenizer(list(texts), padding='max_length', truncation=True,
+                                 max_length=self.text_max_length, return_tensors='pt')
+            return {'input_ids': enc['input_ids']}
+        enc = self.tokenizer(list(texts), padding=True, truncation=True,
                              max_length=self.text_max_length, return_tensors='pt')
         return {k: enc[k] for k in ('input_ids', 'attention_mask') if k in enc}
 

@@ -2,14 +2,20 @@
 
 They have the architecture (and therefore the cost) of real checkpoints but random weights:
 tests load them through the same ``from_pretrained`` path as downloaded models, and the
-benchmark measures real ViT-B/32 compute without network access. The tokenizer is a CLIP
+benchmark measures real ViT-B/32 compute without network access. The CLIP tokenizer is a
 byte-level BPE tokenizer whose vocabulary is learnt here from a list of English words that
-occur in referring expressions and robot commands, so those words are single tokens.
+occur in referring expressions and robot commands, so those words are single tokens; the
+SigLIP tokenizer is a SentencePiece unigram model learnt from the same words.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
+import math
+import re
+import string
 import tempfile
 from pathlib import Path
 from typing import Iterable, Union
@@ -208,4 +214,166 @@ def save_random_owlv2(directory: PathLike, seed: int = 0) -> Path:
                                           image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
     Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(
         str(directory))
+    return directory
+
+
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+SIGLIP_TOKENIZER_FORMATS = ('auto', 'sentencepiece', 'fast')
+# SentencePiece ids as in Google's SigLIP vocabularies: padding, end of text, unknown.
+_SP_PAD, _SP_EOS, _SP_UNK = 0, 1, 2
+
+
+def train_sentencepiece(extra_words: Iterable[str] = ()) -> bytes:
+    """Learn a small SentencePiece unigram model (the kind SigLIP uses); return its bytes.
+
+    Every word of the built-in list (and of *extra_words*) becomes one piece ``'\u2581word'``;
+    lowercase letters and digits are always in the vocabulary, so any lowercase ASCII text
+    is encoded without unknown pieces. Ids 0, 1, 2 are ``<pad>``, ``</s>``, ``<unk>``.
+    Training is deterministic and takes well under a second.
+    """
+    import sentencepiece as spm
+
+    words = sorted({w.lower() for w in list(_WORDS) + [str(w) for w in extra_words]
+                    if str(w).strip()})
+    # Each word as a sentence of repeats: frequent enough that unigram pruning keeps it.
+    sentences = [' '.join([w] * 20) for w in words]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, model_type='unigram',
+        vocab_size=2 * len(words) + 100, hard_vocab_limit=False, character_coverage=1.0,
+        required_chars=string.ascii_lowercase + string.digits,
+        normalization_rule_name='identity', pad_id=_SP_PAD, eos_id=_SP_EOS, unk_id=_SP_UNK,
+        bos_id=-1, num_threads=1, minloglevel=2)
+    return model.getvalue()
+
+
+def protobuf_available() -> bool:
+    """True when the ``protobuf`` package (needed by ``SiglipTokenizer``) is importable."""
+    try:
+        return importlib.util.find_spec('google.protobuf') is not None
+    except ImportError:  # no 'google' namespace package at all
+        return False
+
+
+def _siglip_fast_tokenizer(model_proto: bytes, max_length: int):
+    """A ``tokenizers`` twin of ``SiglipTokenizer`` over the same SentencePiece pieces.
+
+    Same text canonicalisation as ``SiglipTokenizer`` (lower case, punctuation removed,
+    whitespace collapsed and stripped), the same unigram pieces and scores, ``</s>``
+    appended; loads through ``AutoTokenizer`` without ``protobuf``.
+    """
+    import sentencepiece as spm
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from transformers import PreTrainedTokenizerFast
+
+    sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    pieces = [(sp.id_to_piece(i), float(sp.get_score(i))) for i in range(sp.get_piece_size())]
+    backend = Tokenizer(Unigram(pieces, unk_id=_SP_UNK, byte_fallback=False))
+    backend.normalizer = normalizers.Sequence([
+        normalizers.Lowercase(),
+        normalizers.Replace(Regex('[' + re.escape(string.punctuation) + ']'), ''),
+        normalizers.Replace(Regex(r'\s+'), ' '),
+        normalizers.Strip(),
+    ])
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement='\u2581',
+                                                     prepend_scheme='always')
+    backend.decoder = decoders.Metaspace(replacement='\u2581', prepend_scheme='always')
+    eos = sp.id_to_piece(_SP_EOS)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f'$A {eos}', pair=f'$A {eos} $B {eos}', special_tokens=[(eos, _SP_EOS)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=eos, pad_token=eos,
+                                   unk_token=sp.id_to_piece(_SP_UNK),
+                                   model_max_length=max_length)
+
+
+def build_siglip_tokenizer(directory: PathLike, fmt: str = 'auto', max_length: int = 64,
+                           extra_words: Iterable[str] = ()):
+    """Write a SigLIP tokenizer learnt from the built-in word list; return it loaded.
+
+    Args:
+        directory: where to write the files (created if missing).
+        fmt: ``'sentencepiece'``: ``spiece.model`` + ``SiglipTokenizer`` config, the layout
+            of Google's SigLIP checkpoints (loading it needs the ``protobuf`` package);
+            ``'fast'``: ``tokenizer.json`` with the same pieces and canonicalisation, for
+            environments without ``protobuf``; ``'auto'``: ``'sentencepiece'`` when
+            ``protobuf`` is importable, else ``'fast'``. ``spiece.model`` is written in
+            every format.
+        max_length: the tokenizer's ``model_max_length`` (the text model's positions).
+        extra_words: more words to make whole pieces.
+
+    Raises:
+        ValueError: unknown format.
+        ImportError: ``'sentencepiece'`` asked for without ``protobuf`` installed.
+    """
+    from transformers import AutoTokenizer
+
+    if fmt not in SIGLIP_TOKENIZER_FORMATS:
+        raise ValueError(f'unknown tokenizer format {fmt!r}; choose one of '
+                         f'{SIGLIP_TOKENIZER_FORMATS}')
+    if fmt == 'auto':
+        fmt = 'sentencepiece' if protobuf_available() else 'fast'
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    proto = train_sentencepiece(extra_words)
+    (directory / 'spiece.model').write_bytes(proto)
+    if fmt == 'sentencepiece':
+        if not protobuf_available():
+            raise ImportError("SiglipTokenizer needs the 'protobuf' package "
+                              "(pip install protobuf); use fmt='fast' without it")
+        from transformers import SiglipTokenizer
+        tokenizer = SiglipTokenizer(str(directory / 'spiece.model'),
+                                    model_max_length=max_length)
+    else:
+        tokenizer = _siglip_fast_tokenizer(proto, max_length)
+    tokenizer.save_pretrained(str(directory))
+    return AutoTokenizer.from_pretrained(str(directory))
+
+
+def _siglip_image_processor(size: int):
+    """SigLIP's image processor: square resize to *size* (bicubic), mean = std = 0.5."""
+    try:  # the PIL backend needs no torchvision; both save the same config
+        from transformers import SiglipImageProcessorPil as processor_class
+    except ImportError:  # older transformers
+        from transformers import SiglipImageProcessor as processor_class
+    return processor_class(size={'height': size, 'width': size},
+                           image_mean=list(SIGLIP_MEAN), image_std=list(SIGLIP_STD))
+
+
+def save_random_siglip(directory: PathLike, seed: int = 0, tokenizer: str = 'auto') -> Path:
+    """Save a tiny randomly initialised ``SiglipModel`` with tokenizer and image processor.
+
+    48-pixel input with 12-pixel patches, 2-layer towers of width 32, 32 text positions;
+    ``logit_scale`` and ``logit_bias`` are set to SigLIP's initial values (``log 10`` and
+    ``-10``, so ``ClipModel.logit_scale`` is 10 and ``logit_bias`` -10) rather than left
+    at transformers' zero initialisation, so that tests see a non-trivial bias.
+
+    Args:
+        directory: output directory (created if missing).
+        seed: torch seed for the weights.
+        tokenizer: tokenizer format, see :func:`build_siglip_tokenizer`.
+
+    Returns:
+        The directory, loadable by ``ClipModel.load`` and ``SiglipModel.from_pretrained``.
+    """
+    from transformers import SiglipConfig, SiglipModel
+
+    directory = Path(directory)
+    max_length, image_size = 32, 48
+    tok = build_siglip_tokenizer(directory, fmt=tokenizer, max_length=max_length)
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=max_length, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id, bos_token_id=None)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=image_size, patch_size=12)
+    config = SiglipConfig(text_config=text, vision_config=vision)
+    torch.manual_seed(seed)
+    model = SiglipModel(config).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    _siglip_image_processor(image_size).save_pretrained(str(directory))
     return directory
