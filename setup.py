@@ -17,7 +17,7 @@ setup(
     python_requires='>=3.10',
     install_requires=[
         'numpy', 'opencv-python-headless', 'torch', 'transformers>=4.45', 'safetensors',
-        'sentencepiece',
+        'sentencepiece', 'protobuf',
         'spacy>=3.7,<4',
     ],
     extras_require={'sim': ['pybullet'], 'test': ['pytest', 'ruff']},
