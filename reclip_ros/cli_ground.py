@@ -67,6 +67,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--intrinsics', nargs=4, type=float, metavar=('FX', 'FY', 'CX', 'CY'),
                         help='pinhole intrinsics in pixels; with --depth the result gets the '
                              '3D position of the object (camera optical frame, metres)')
+    parser.add_argument('--center-offset', type=float, default=0.6, metavar='K',
+                        help='place the 3D position K x the object\'s apparent half-width '
+                             'behind its visible surface, along the viewing ray (0 = the '
+                             'surface point) (default: 0.6)')
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object per expression (one per line)')
     parser.add_argument('--save', metavar='OUT.png',
@@ -185,6 +189,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise CliInputError('empty expression (-e "")')
     if not math.isfinite(args.blur_sigma) or args.blur_sigma < 0:
         raise CliInputError(f'--blur-sigma must be >= 0, got {args.blur_sigma}')
+    if not math.isfinite(args.center_offset) or not 0 <= args.center_offset <= 2:
+        raise CliInputError(f'--center-offset must be in [0, 2], got {args.center_offset}')
     if not math.isfinite(args.size_prior) or not 0 <= args.size_prior < 1:
         raise CliInputError(f'--size-prior must be in [0, 1), got {args.size_prior}')
     if args.top_k < 0:
@@ -251,7 +257,7 @@ def _load_grounder(args: argparse.Namespace, with_detector: bool):
         models=tuple(args.model or (DEFAULT_MODEL,)), device=args.device,
         precision=args.precision, spacy_model=args.spacy_model,
         detector=args.detector if with_detector else '', blur_sigma=args.blur_sigma,
-        size_prior=args.size_prior, methods=args.methods)
+        size_prior=args.size_prior, methods=args.methods, center_offset=args.center_offset)
     return Grounder.from_config(config)
 
 

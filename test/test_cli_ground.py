@@ -124,7 +124,7 @@ def test_depth_png_and_intrinsics_give_a_position(scene, tiny_clip_dir):
     depth_png, depth_npy = _depth_files(scene['dir'])
     proc = reclip(scene['image'], '-e', 'the red block', '--boxes', scene['boxes'],
                   '--model', tiny_clip_dir, '--json', '--depth', depth_png,
-                  '--intrinsics', 100, 100, 44.5, 29.5)
+                  '--intrinsics', 100, 100, 44.5, 29.5, '--center-offset', 0)
     assert proc.returncode == 0, proc.stderr
     (res,) = _json_lines(proc)
     x, y, w, h = res['box']
@@ -133,6 +133,16 @@ def test_depth_png_and_intrinsics_give_a_position(scene, tiny_clip_dir):
     assert pz == pytest.approx((1000 + 10 * x) / 1000.0, abs=1e-4)
     assert px == pytest.approx((x + w / 2 - 0.5 - 44.5) * pz / 100, abs=1e-4)
     assert py == pytest.approx((y + h / 2 - 0.5 - 29.5) * pz / 100, abs=1e-4)
+    # The default centre offset moves the point back along the viewing ray by
+    # 0.6 x the apparent half-width (w * z / fx / 2).
+    proc = reclip(scene['image'], '-e', 'the red block', '--boxes', scene['boxes'],
+                  '--model', tiny_clip_dir, '--json', '--depth', depth_png,
+                  '--intrinsics', 100, 100, 44.5, 29.5)
+    (shifted,) = _json_lines(proc)
+    assert shifted['box'] == res['box']
+    moved = np.subtract(shifted['position'], res['position'])
+    assert np.linalg.norm(moved) == pytest.approx(0.6 * 0.5 * w * pz / 100, rel=1e-3)
+    assert np.dot(moved, res['position']) > 0
     # Depth (.npy, metres) without intrinsics: grounded, no position.
     proc = reclip(scene['image'], '-e', 'the red block', '--boxes', scene['boxes'],
                   '--model', tiny_clip_dir, '--json', '--depth', depth_npy)
