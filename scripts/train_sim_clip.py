@@ -43,6 +43,9 @@ def main(argv=None) -> int:
                         help='where rendered training data is cached ("" = no cache)')
     parser.add_argument('--max-minutes', type=float, default=d.max_minutes,
                         help='stop training after this many minutes (default 25)')
+    parser.add_argument('--output-logit-scale', type=float, default=d.output_logit_scale,
+                        help='logit scale stored in the saved model (0 = the trained one; '
+                             f'default {d.output_logit_scale})')
     args = parser.parse_args(argv)
     for name in ('train_scenes', 'validation_scenes', 'epochs', 'batch_size', 'threads',
                  'workers'):
@@ -52,7 +55,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig(train_scenes=args.train_scenes, validation_scenes=args.validation_scenes,
                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       seed=args.seed, threads=args.threads, workers=args.workers,
-                      cache_dir=args.cache_dir or None, max_minutes=args.max_minutes)
+                      cache_dir=args.cache_dir or None, max_minutes=args.max_minutes,
+                      output_logit_scale=args.output_logit_scale)
     info = train(args.out, cfg, ModelSpec(), log=lambda m: print(m, flush=True))
     acc = info['held_out_retrieval']
     print('held-out retrieval accuracy (image -> one of 96 "a photo of the <size> <colour> '
