@@ -2,6 +2,7 @@
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,29 @@ def test_accuracy_table_counts():
     assert table['full']['spatial'] == {'n': 2, 'correct': 1, 'accuracy': 0.5}
     assert table['full']['overall']['n'] == 3
     assert table['full']['overall']['correct'] == 2
+
+
+def test_embedded_model_loads_and_knows_colours():
+    # the committed model loads through the 'sim' alias and tells this world's colours apart
+    from reclip_ros.core.models import ClipModel, resolve_model_path
+    from reclip_ros.core.region_scorer import RegionScorer
+    from reclip_ros.sim.world import TabletopScene
+
+    path = resolve_model_path('sim')
+    size = sum(f.stat().st_size for f in Path(path).iterdir())
+    assert size < 20 * 1024 * 1024
+    model = ClipModel.load('sim', device='cpu')
+    assert model.image_size == 64
+    scorer = RegionScorer([model])
+    hits = total = 0
+    for seed in range(40, 46):
+        with TabletopScene(seed) as scene:
+            frame = scene.render()
+        encoded = scorer.encode_frame(frame.rgb, frame.boxes, frame_key=seed)
+        for colour in {o.colour for o in frame.objects}:
+            best = int(scorer.logits(encoded, f'the {colour} object').argmax())
+            total += 1
+            hits += int(frame.objects[best].colour == colour)
+    assert total >= 10
+    assert hits / total >= 0.8
+    scorer.close()
