@@ -16,6 +16,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
@@ -328,3 +329,21 @@ def diagnostic_status(name: str, hardware_id: str, level: int, message: str,
     return DiagnosticStatus(
         level=bytes([int(level)]), name=name, message=message, hardware_id=hardware_id,
         values=[KeyValue(key=str(k), value=render(v)) for k, v in values.items()])
+
+
+def parameter_descriptor(spec) -> ParameterDescriptor:
+    """The ``ParameterDescriptor`` of a :class:`reclip_ros.node_parameters.ParameterSpec`."""
+    description = spec.description
+    if spec.on_configure:
+        description += ' (applied on configure; change it while unconfigured)'
+    descriptor = ParameterDescriptor(description=description, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if isinstance(spec.default, float) and spec.min_value is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)]
+    elif (isinstance(spec.default, int) and not isinstance(spec.default, bool)
+          and spec.min_value is not None):
+        descriptor.integer_range = [IntegerRange(
+            from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
+    return descriptor

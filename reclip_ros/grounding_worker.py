@@ -131,6 +131,21 @@ class GroundingWorker:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
+    def status_values(self, now_ns: int) -> Dict[str, Any]:
+        """Queue, input and latency figures for the node's diagnostics."""
+        frame = self.frames.get()
+        values: Dict[str, Any] = {
+            'state': 'active' if self.running else 'inactive',
+            'queue_length': len(self.queue), 'queue_capacity': self.queue.capacity,
+            'commands_accepted': self.queue.accepted, 'commands_dropped': self.queue.refused,
+            'busy': self.busy, 'frames_received': self.frames.count,
+            'depth_received': self.depth.count, 'proposals_received': self.proposals.count,
+            'last_image_age_s': frame.age_s(now_ns) if frame else 'never',
+        }
+        values.update({f'results_{k}': v for k, v in self.stats.by_status.items()})
+        values.update(self.stats.summary())
+        return values
+
     # -- thread ------------------------------------------------------------------------
 
     def start(self) -> None:

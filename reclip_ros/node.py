@@ -15,8 +15,7 @@ from typing import Any, List, Optional, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleState, Node, TransitionCallbackReturn
@@ -49,30 +48,13 @@ DYNAMIC_SETTINGS = ('max_image_age', 'continuous', 'continuous_rate', 'proposals
 INPUTS = ('image', 'image/compressed', 'depth', 'camera_info', 'proposals', 'command')
 
 
-def _descriptor(spec) -> ParameterDescriptor:
-    description = spec.description
-    if spec.on_configure:
-        description += ' (applied on configure; change it while unconfigured)'
-    descriptor = ParameterDescriptor(description=description, read_only=spec.read_only)
-    if spec.choices:
-        descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
-    if isinstance(spec.default, float) and spec.min_value is not None:
-        descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)]
-    elif (isinstance(spec.default, int) and not isinstance(spec.default, bool)
-          and spec.min_value is not None):
-        descriptor.integer_range = [IntegerRange(
-            from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
-    return descriptor
-
-
 class ReclipNode(Node):
     """Lifecycle node grounding text commands in the newest camera frame (see docs/node.md)."""
 
     def __init__(self, node_name: str = 'reclip', **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            self.declare_parameter(spec.name, spec.default, conv.parameter_descriptor(spec))
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.grounder: Any = None
@@ -368,19 +350,10 @@ class ReclipNode(Node):
         if worker is None or grounder is None or self._diagnostics_pub is None:
             return
         frame = worker.frames.get()
-        values = {
-            'state': 'active' if worker.running else 'inactive',
-            'device': grounder.device, 'models': grounder.model_names,
-            'detector': self.param('detector') or '(proposals topic only)',
-            'queue_length': len(worker.queue), 'queue_capacity': worker.queue.capacity,
-            'commands_accepted': worker.queue.accepted, 'commands_dropped':
-                worker.queue.refused, 'busy': worker.busy, 'continuous': self.param('continuous'),
-            'frames_received': worker.frames.count, 'depth_received': worker.depth.count,
-            'proposals_received': worker.proposals.count,
-            'last_image_age_s': frame.age_s(self._now_ns()) if frame else 'never',
-        }
-        values.update({f'results_{k}': v for k, v in worker.stats.by_status.items()})
-        values.update(worker.stats.summary())
+        values = {'device': grounder.device, 'models': grounder.model_names,
+                  'detector': self.param('detector') or '(proposals topic only)',
+                  'continuous': self.param('continuous')}
+        values.update(worker.status_values(self._now_ns()))
         level, message = DiagnosticStatus.OK, 'ok'
         if worker.running and frame is None:
             level, message = DiagnosticStatus.WARN, 'no image received yet'
