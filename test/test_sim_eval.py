@@ -90,3 +90,16 @@ def test_embedded_model_loads_and_knows_colours():
     assert total >= 10
     assert hits / total >= 0.8
     scorer.close()
+
+
+def test_detector_setting_writes_its_own_table(tmp_path, tiny_clip_dir, tiny_owlv2_dir):
+    out = tmp_path / 'det'
+    code = sim_eval.run(_args(scenes=1, seed=11, model=[tiny_clip_dir], out=str(out),
+                              device='cpu', variants='full', detector=tiny_owlv2_dir))
+    assert code == 0
+    gt = json.loads((out / 'results.json').read_text())
+    det = json.loads((out / 'results_detector.json').read_text())
+    assert set(gt) == set(det) == {'full'}
+    assert det['full']['overall']['n'] == gt['full']['overall']['n'] > 0
+    record = json.loads((out / 'expressions.jsonl').read_text().splitlines()[0])
+    assert 'detector:full' in record and 'gt:full' in record
