@@ -465,3 +465,51 @@ def test_bad_resolver_options_raise():
         SpatialResolver(near_scale=0)
     with pytest.raises(ValueError):
         SpatialResolver(ordinal_min_mass=2.0)
+
+
+def _row(n):
+    return [Box(20 + 60 * i, 50, 40, 40) for i in range(n)]
+
+
+def _ordinal_entity(rank, kind):
+    return ParsedExpression(expression='x', text='x', command='', has_keywords=True,
+                            root=Entity(text='the cup', chunk='the cup',
+                                               ordinal=Ordinal(rank, kind, 'w')),
+                            keywords=('w',))
+
+
+@pytest.mark.parametrize('rank,kind,expected', [(2, 'left', 1), (3, 'left', 2),
+                                                (1, 'right', 4), (2, 'right', 3)])
+def test_ordinal_with_uneven_scores_of_true_instances(resolver, rank, kind, expected):
+    """Pick the rank-th of five cups whose region scores differ (0.07 .. 0.33).
+
+    All are cups, so the rank-th in order is chosen, not the box with most mass nearby.
+    """
+    pi = np.array([0.33, 0.12, 0.07, 0.28, 0.20])
+    boxes = _row(5)
+    p = resolver.resolve(_ordinal_entity(rank, kind), boxes, lambda t: pi)
+    assert int(np.argmax(p)) == expected
+
+
+def test_ordinal_counts_only_the_nouns_boxes_after_a_clear_drop(resolver):
+    """Count only the cups (boxes 1 and 3, high scores) as instances.
+
+    The second cup from the left is box 3 even though box 2 is the second box.
+    """
+    pi = np.array([0.03, 0.40, 0.04, 0.48, 0.05])
+    p = resolver.resolve(_ordinal_entity(2, 'left'), _row(5), lambda t: pi)
+    assert int(np.argmax(p)) == 3
+    first = resolver.resolve(_ordinal_entity(1, 'left'), _row(5), lambda t: pi)
+    assert int(np.argmax(first)) == 1
+
+
+def test_ordinal_rank_beyond_the_instances_leaves_the_distribution(resolver):
+    pi = np.array([0.5, 0.3, 0.2])
+    p = resolver.resolve(_ordinal_entity(5, 'left'), _row(3), lambda t: pi)
+    np.testing.assert_allclose(p, normalise(pi * pi, fallback=pi))
+
+
+def test_ordinal_word_is_not_part_of_the_scored_text(parser):
+    parsed = parser.parse('the second red cup from the left')
+    assert parsed.root.text == 'the red cup'
+    assert parsed.root.ordinal.rank == 2 and parsed.root.ordinal.kind == 'left'

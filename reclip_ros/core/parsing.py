@@ -372,7 +372,7 @@ class _Builder:
     chunk_tokens: frozenset = frozenset()
     relations: List[Relation] = field(default_factory=list)
     superlatives: List[Superlative] = field(default_factory=list)
-    ordinals: List[Tuple[int, str]] = field(default_factory=list)
+    ordinals: List[Tuple[int, str, int]] = field(default_factory=list)
     conjuncts: List[_Extracted] = field(default_factory=list)
     outer: List[Superlative] = field(default_factory=list)
 
@@ -544,7 +544,7 @@ class _TreeExtractor:
             rank = self.labels.ordinal[i]
             if rank is not None:
                 self.used_keywords.add(i)
-                builder.ordinals.append((rank, self.doc[i].text))
+                builder.ordinals.append((rank, self.doc[i].text, i))
         sup_tokens = [i for i in fresh if self.labels.superlative[i] is not None
                       and self.labels.ordinal[i] is None]
         if not sup_tokens:
@@ -568,7 +568,7 @@ class _TreeExtractor:
         superlatives = list(builder.superlatives)
         ordinal = None
         if builder.ordinals:
-            rank, word = builder.ordinals[0]
+            rank, word, _ = builder.ordinals[0]
             if superlatives:
                 direction = superlatives.pop(0)
                 kind, words = direction.kind, f'{word} ... {direction.words}'
@@ -579,7 +579,11 @@ class _TreeExtractor:
                 if rank == -1:
                     rank, kind = 1, 'right'
             ordinal = Ordinal(rank, kind, words)
-        text = _join_tokens(self.doc, sorted(builder.tokens))
+        # The ordinal word is a rule, not something CLIP can see: "the second cup" is scored
+        # as "the cup".
+        ordinal_tokens = {i for _, _, i in builder.ordinals}
+        text = _join_tokens(self.doc, sorted(builder.tokens - ordinal_tokens)
+                            or sorted(builder.tokens))
         entity = Entity(text=text, chunk=builder.chunk, relations=tuple(builder.relations),
                         superlatives=tuple(superlatives), ordinal=ordinal)
         outer = tuple(s for s in builder.outer if s in superlatives)

@@ -112,11 +112,13 @@ class SpatialResolver:
         between_width: how far (in segment lengths) a box may sit off the line joining the two
             reference objects and still count as ``between`` them.
         ordinal_min_mass: for ordinals, boxes whose probability is below this fraction of the
-            best box's are not counted as instances of the noun.
+            best box's are never counted as instances of the noun.
+        ordinal_min_gap: for ordinals, the smallest drop in log-probability that separates
+            the noun's instances from the other boxes (ln 2: half the probability).
     """
 
     def __init__(self, near_scale: float = 1.0, between_width: float = 0.5,
-                 ordinal_min_mass: float = 0.2):
+                 ordinal_min_mass: float = 0.2, ordinal_min_gap: float = float(np.log(2.0))):
         if near_scale <= 0 or between_width <= 0:
             raise ValueError('near_scale and between_width must be > 0')
         if not 0.0 <= ordinal_min_mass <= 1.0:
@@ -124,6 +126,7 @@ class SpatialResolver:
         self.near_scale = float(near_scale)
         self.between_width = float(between_width)
         self.ordinal_min_mass = float(ordinal_min_mass)
+        self.ordinal_min_gap = float(ordinal_min_gap)
 
     def resolve(self, parsed: ParsedExpression, boxes: BoxesLike, score_fn: ScoreFn,
                 box_depths: Optional[Sequence[float]] = None,
@@ -196,28 +199,39 @@ class SpatialResolver:
         return normalise(pi * (matrix @ pi), fallback=pi)
 
     def _apply_ordinal(self, pi: np.ndarray, ordinal: Ordinal, frame: _Frame) -> np.ndarray:
-        """Re-weight *pi* towards the ``ordinal.rank``-th instance in the order ``ordinal.kind``.
+        """Pick the ``ordinal.rank``-th instance of the noun in the order ``ordinal.kind``.
 
-        Rule: each box's membership is ``m(i) = pi(i) / max(pi)`` (0 below
-        ``ordinal_min_mass``); boxes are sorted by :func:`order_key`; the count of instances
-        before box i is ``c(i) = sum of m over the boxes before it``; the weight is
-        ``w(i) = max(0, 1 - 2 |c(i) - (rank - 1)|)`` for members, and ``pi'(i) ∝ pi(i) w(i)``.
-        With clear-cut memberships (1 for the noun's boxes, ~0 for others) this picks exactly
-        the rank-th box of the noun in that order. When fewer instances exist than the rank
-        asks for, ``pi`` is returned unchanged.
+        Rule: the instances of the noun are the ``k`` most probable boxes, where ``k`` (at
+        least the rank) is cut at the largest drop in log-probability between consecutive
+        boxes sorted by probability; when no drop exceeds ``ordinal_min_gap`` (the noun's
+        scores are about even, e.g. every box is a cup), every box whose probability is at
+        least ``ordinal_min_mass`` of the best box's counts. The instances are sorted by
+        :func:`order_key` and the rank-th one is chosen: ``pi'`` is ``pi`` restricted to it.
+        With fewer candidate instances than the rank asks for, ``pi`` is returned unchanged.
+        A probability *ratio* such as ``pi / max(pi)`` is not used as a membership because
+        region scores are relative: several true instances share the mass unevenly.
         """
-        top = float(np.max(pi))
-        if top <= 0:
+        n = len(pi)
+        top = float(np.max(pi)) if n else 0.0
+        if top <= 0 or ordinal.rank > n:
             return pi
-        member = pi / top
-        member = np.where(member >= self.ordinal_min_mass, member, 0.0)
+        by_prob = np.argsort(-pi, kind='stable')
+        logp = np.log(np.maximum(pi[by_prob], 1e-300))
+        eligible = int(np.sum(pi >= self.ordinal_min_mass * top))
+        if eligible < ordinal.rank:
+            return pi
+        gaps = logp[:-1] - logp[1:]  # gaps[k - 1]: drop after the k most probable boxes
+        cuts = [(gaps[k - 1], k) for k in range(ordinal.rank, eligible)]
+        best_gap, count = max(cuts, default=(0.0, eligible))
+        if best_gap < self.ordinal_min_gap:
+            count = eligible
+        members = by_prob[:count]
         reference = None
         if ordinal.kind == 'middle':
             reference = frame.centre('candidates', pi)
         key = order_key(ordinal.kind, frame.geom, frame.depths, reference)
-        order = np.argsort(key, kind='stable')
-        before = np.empty_like(member)
-        before[order] = np.cumsum(member[order]) - member[order]
-        weight = np.clip(1.0 - 2.0 * np.abs(before - (ordinal.rank - 1)), 0.0, 1.0)
-        weight = np.where(member > 0, weight, 0.0)
+        ranked = members[np.argsort(key[members], kind='stable')]
+        chosen = ranked[ordinal.rank - 1]
+        weight = np.zeros(n)
+        weight[chosen] = 1.0
         return normalise(pi * weight, fallback=pi)
