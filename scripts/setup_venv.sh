@@ -26,6 +26,7 @@ fi
 # The wheels' exported CMake files carry the wheel builder's Python paths (gotcha 3).
 "$venv/bin/python" "$root/scripts/fix_ros_wheel_cmake.py" "$venv"
 
+mkdir -p "$root/log" "$root/build"
 echo "[setup] building reclip_ros (messages + Python modules) into .venv"
 export VIRTUAL_ENV="$venv"
 export PATH="$venv/bin:$PATH"
