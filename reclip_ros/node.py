@@ -334,10 +334,11 @@ class ReclipNode(Node):
 
     def _publish(self, job: GroundingJob, outcome: JobOutcome) -> None:
         msg = self._to_msg(job, outcome)
-        self._result_pub.publish(msg)
+        # the point first: a client reacting to the result finds its point already sent
         if msg.has_position:
             self._point_pub.publish(conv.position_to_point(outcome.result.position,
                                                            msg.header))
+        self._result_pub.publish(msg)
         if (outcome.result.status == Status.OK and self.param('publish_debug_image')
                 and self._debug_pub.get_subscription_count() > 0):
             from reclip_ros.core.drawing import draw_result
