@@ -19,6 +19,7 @@ has ever arrived and the command brings no boxes of its own.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -79,13 +80,14 @@ def choose_frame(newest: Frame, recent: Sequence[Frame], depth: StampedHistory,
         return FrameChoice(newest)
 
     def complete(frame: Frame, wait_s: float):
+        deadline = time.monotonic() + wait_s  # one wait for depth and proposals together
         found = None
         if want_depth:
             found = depth.wait_match(frame.stamp_ns, settings.depth_max_skew, wait_s)
             if found is None:
                 return None, False
         if want_boxes and proposals.wait_match(frame.stamp_ns, settings.proposals_max_skew,
-                                               wait_s) is None:
+                                               deadline - time.monotonic()) is None:
             return found, False
         return found, True
 
