@@ -146,7 +146,9 @@ def _is_create_subscription(func, aliases) -> bool:
 def _subscribed_topics(path: Path) -> set:
     """Topic names given to create_subscription in *path* (literals or module constants).
 
-    Also follows aliases such as ``sub = functools.partial(self.create_subscription, ...)``.
+    Also follows aliases such as ``sub = functools.partial(self.create_subscription, ...)``
+    and small wrapper functions (``def sub(msg_type, topic, ...)`` that call
+    create_subscription with their second argument as the topic).
     """
     constants = module_constants(path)
     tree = ast.parse(path.read_text())
@@ -157,6 +159,12 @@ def _subscribed_topics(path: Path) -> set:
                 == 'partial' and node.value.args \
                 and _is_create_subscription(node.value.args[0], set()):
             aliases.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and any(
+                isinstance(n, ast.Call) and _is_create_subscription(n.func, set())
+                for n in ast.walk(node)) and len(node.args.args) >= 2 \
+                and node.args.args[0].arg != 'self':
+            aliases.add(node.name)
     topics = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and _is_create_subscription(node.func, aliases):
