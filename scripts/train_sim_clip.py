@@ -42,7 +42,9 @@ def main(argv=None) -> int:
     parser.add_argument('--cache-dir', default=d.cache_dir,
                         help='where rendered training data is cached ("" = no cache)')
     parser.add_argument('--max-minutes', type=float, default=d.max_minutes,
-                        help='stop training after this many minutes (default 25)')
+                        help='stop training after this many minutes (default 25; 0 = no limit)')
+    parser.add_argument('--max-steps', type=int, default=d.max_steps,
+                        help='stop after this many optimiser steps (default 0 = no limit)')
     parser.add_argument('--output-logit-scale', type=float, default=d.output_logit_scale,
                         help='logit scale stored in the saved model (0 = the trained one; '
                              f'default {d.output_logit_scale})')
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       seed=args.seed, threads=args.threads, workers=args.workers,
                       cache_dir=args.cache_dir or None, max_minutes=args.max_minutes,
-                      output_logit_scale=args.output_logit_scale)
+                      output_logit_scale=args.output_logit_scale, max_steps=args.max_steps)
     info = train(args.out, cfg, ModelSpec(), log=lambda m: print(m, flush=True))
     acc = info['held_out_retrieval']
     print('held-out retrieval accuracy (image -> one of 96 "a photo of the <size> <colour> '

@@ -333,7 +333,8 @@ class TrainConfig:
     threads: int = 2
     workers: int = 2
     cache_dir: Optional[str] = '/tmp/reclip_sim_clip_cache'
-    max_minutes: float = 25.0
+    max_minutes: float = 25.0  # <= 0: no time limit
+    max_steps: int = 0  # > 0: stop after this many optimiser steps (exact reproduction)
     # Logit scale written into the saved model (0 = keep the trained one). It is the
     # temperature of the region scorer's softmax over proposals: the trained scale makes
     # that softmax peaked between objects of the same description ("the cube" over three
@@ -449,7 +450,7 @@ def train(out_dir: str, cfg: TrainConfig, spec: Optional[ModelSpec] = None,
     scene_objects = _scene_objects(train_data)
     step = 0
     t_train = time.monotonic()
-    deadline = t_train + 60.0 * cfg.max_minutes
+    deadline = t_train + 60.0 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
     stopped_early = False
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(train_data))
@@ -492,7 +493,7 @@ def train(out_dir: str, cfg: TrainConfig, spec: Optional[ModelSpec] = None,
                 model.logit_scale.clamp_(0.0, math.log(100.0))
             losses.append(float(loss.detach()))
             step += 1
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or 0 < cfg.max_steps <= step:
                 stopped_early = True
                 break
         acc = retrieval_accuracy(model, tokenizer, val_data, spec)
@@ -502,7 +503,7 @@ def train(out_dir: str, cfg: TrainConfig, spec: Optional[ModelSpec] = None,
             f'{acc["all_colour"]:.3f}, size {acc["all_size"]:.3f}), '
             f'{time.monotonic() - t_train:.0f} s')
         if stopped_early:
-            log(f'stopped after {cfg.max_minutes} minutes of training')
+            log(f'stopped after {step} steps ({(time.monotonic() - t_train) / 60:.1f} minutes)')
             break
     model.eval()
     acc = retrieval_accuracy(model, tokenizer, val_data, spec)
