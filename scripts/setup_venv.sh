@@ -39,7 +39,7 @@ unset _ROS_WHEELS_BOOTSTRAP_COMPLETE || true
   --base-paths "$root" \
   --build-base "$root/build" \
   --install-base "$venv" \
-  --merge-install --symlink-install \
+  --merge-install --symlink-install --cmake-force-configure \
   --event-handlers console_direct+ \
   --cmake-args -DBUILD_TESTING=OFF -DRECLIP_INSTALL_BIN=ON \
     -DPython3_EXECUTABLE="$venv/bin/python" >"$root/log/colcon_build.txt" 2>&1 || {

@@ -59,3 +59,5 @@ def test_share_holds_launch_and_config():
     assert (share / 'package.xml').exists()
     assert (share / 'launch' / 'reclip.launch.py').exists()
     assert (share / 'config' / 'reclip.yaml').exists()
+    assert (share / 'models' / 'sim_clip' / 'config.json').exists()
+    assert (share / 'models' / 'sim_clip' / 'model.safetensors').exists()
