@@ -513,3 +513,16 @@ def test_ordinal_word_is_not_part_of_the_scored_text(parser):
     parsed = parser.parse('the second red cup from the left')
     assert parsed.root.text == 'the red cup'
     assert parsed.root.ordinal.rank == 2 and parsed.root.ordinal.kind == 'left'
+
+
+def test_ordinal_cut_may_fall_after_the_last_eligible_box(resolver):
+    """Count all three capsules when the largest drop follows the third one.
+
+    Capsules score 0.47, 0.35 and 0.12, three cubes 0.02 each: the drop after the third
+    capsule is the largest, so all three capsules are instances (not just the top two).
+    """
+    xs = [425, 493, 124, 302, 518, 202]
+    boxes = [Box(x - 20, 50, 40, 40) for x in xs]
+    pi = np.array([0.47, 0.35, 0.12, 0.02, 0.02, 0.02])
+    p = resolver.resolve(_ordinal_entity(2, 'left'), boxes, lambda t: pi)
+    assert int(np.argmax(p)) == 0  # capsules at x 124, 425, 493: the second is at 425

@@ -221,7 +221,9 @@ class SpatialResolver:
         if eligible < ordinal.rank:
             return pi
         gaps = logp[:-1] - logp[1:]  # gaps[k - 1]: drop after the k most probable boxes
-        cuts = [(gaps[k - 1], k) for k in range(ordinal.rank, eligible)]
+        # candidate cuts: after the rank-th box up to after the last eligible one (the drop
+        # from the last eligible box to the first ineligible one counts too)
+        cuts = [(gaps[k - 1], k) for k in range(ordinal.rank, min(eligible, n - 1) + 1)]
         best_gap, count = max(cuts, default=(0.0, eligible))
         if best_gap < self.ordinal_min_gap:
             count = eligible
