@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument('--cache-dir', default=d.cache_dir,
                         help='where rendered training data is cached ("" = no cache)')
     parser.add_argument('--max-minutes', type=float, default=d.max_minutes,
-                        help='stop training after this many minutes (default 25; 0 = no limit)')
+                        help='time budget of the whole run, rendering included: training stops '
+                             'when it is spent (default 28; 0 = no limit)')
     parser.add_argument('--max-steps', type=int, default=d.max_steps,
                         help='stop after this many optimiser steps (default 0 = no limit)')
     parser.add_argument('--output-logit-scale', type=float, default=d.output_logit_scale,

@@ -333,7 +333,7 @@ class TrainConfig:
     threads: int = 2
     workers: int = 2
     cache_dir: Optional[str] = '/tmp/reclip_sim_clip_cache'
-    max_minutes: float = 25.0  # <= 0: no time limit
+    max_minutes: float = 28.0  # whole run (rendering + training); <= 0: no time limit
     max_steps: int = 0  # > 0: stop after this many optimiser steps (exact reproduction)
     # Logit scale written into the saved model (0 = keep the trained one). It is the
     # temperature of the region scorer's softmax over proposals: the trained scale makes
@@ -450,7 +450,8 @@ def train(out_dir: str, cfg: TrainConfig, spec: Optional[ModelSpec] = None,
     scene_objects = _scene_objects(train_data)
     step = 0
     t_train = time.monotonic()
-    deadline = t_train + 60.0 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
+    # the budget covers the whole run, rendering included (the issue asks for < 30 minutes)
+    deadline = t0 + 60.0 * cfg.max_minutes if cfg.max_minutes > 0 else math.inf
     stopped_early = False
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(train_data))
