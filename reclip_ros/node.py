@@ -163,6 +163,8 @@ class ReclipNode(Node):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the inputs, offer ``~/ground`` and start the worker."""
+        if self.grounder is not None:
+            self.grounder.restore()  # back to the GPU after a deactivation
         reliability = (QoSReliabilityPolicy.RELIABLE
                        if self.param('image_qos_reliability') == 'reliable'
                        else QoSReliabilityPolicy.BEST_EFFORT)
@@ -197,8 +199,14 @@ class ReclipNode(Node):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop listening; waiting commands are answered DROPPED."""
+        """Stop listening (waiting commands are answered DROPPED); free GPU memory.
+
+        The models stay loaded: on CUDA their weights move to host memory until the next
+        activation, so an inactive node holds no GPU memory and reactivates in seconds.
+        """
         self._stop_inputs()
+        if self.grounder is not None and self.grounder.offload():
+            self.get_logger().info('inactive: models moved to host memory, GPU memory freed')
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -282,3 +282,16 @@ def test_from_config_missing_model_raises_clear_error(tmp_path):
     with pytest.raises(ModelLoadError) as info:
         Grounder.from_config(GrounderConfig(models=(str(tmp_path / 'nope'),), device='cpu'))
     assert 'nope' in str(info.value)
+
+
+def test_offload_and_restore_on_cpu_are_no_ops_and_grounding_still_works(tiny_clip_dir):
+    g = Grounder.from_config(GrounderConfig(models=(tiny_clip_dir,), device='cpu'))
+    try:
+        image, boxes = scene()
+        first = g.ground(image, 'the red square', boxes=boxes, frame_key='k')
+        assert g.offload() is False and g.restore() is False
+        again = g.ground(image, 'the red square', boxes=boxes, frame_key='k')
+        assert [c.score for c in again.candidates] == pytest.approx(
+            [c.score for c in first.candidates])
+    finally:
+        g.close()

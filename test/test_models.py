@@ -459,3 +459,27 @@ def test_clip_plus_siglip_ensemble_through_grounder(tiny_clip_dir, tiny_siglip_d
         assert result.box.to_list() == Box.from_list(boxes[int(np.argmax(expected))]).to_list()
     finally:
         grounder.close()
+
+
+def test_offload_and_restore_keep_the_model_usable(tiny_clip_dir):
+    """On CPU offloading is a no-op; the model encodes the same before and after."""
+    model = ClipModel.load(tiny_clip_dir, device='cpu')
+    texts = ['a photo of the red cube']
+    before = model.encode_texts(texts)
+    assert model.offload() is False and not model.offloaded
+    assert model.restore() is False
+    after = model.encode_texts(texts)
+    assert torch.allclose(before, after)
+
+
+def test_encoding_after_offload_moves_the_model_back(tiny_clip_dir):
+    """Restore an offloaded model on the next encode.
+
+    The CUDA path is simulated by marking the CPU model offloaded.
+    """
+    model = ClipModel.load(tiny_clip_dir, device='cpu')
+    expected = model.encode_texts(['a photo of a duck'])
+    model.offloaded = True
+    got = model.encode_texts(['a photo of a duck'])
+    assert not model.offloaded
+    assert torch.allclose(expected, got)

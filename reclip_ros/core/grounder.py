@@ -252,6 +252,22 @@ class Grounder:
         except ImportError:  # pragma: no cover - torch is a hard dependency
             pass
 
+    def offload(self) -> bool:
+        """Move CUDA models to host memory, freeing GPU memory while idle (no-op on CPU).
+
+        Region and text embedding caches stay valid (they live in host memory).
+        :meth:`restore`, or the next grounding, moves the models back.
+        """
+        parts = list(getattr(self.scorer, 'models', [])) + [self.proposals]
+        moved = [p.offload() for p in parts if callable(getattr(p, 'offload', None))]
+        return any(moved)
+
+    def restore(self) -> bool:
+        """Move offloaded models back to their device (True when something moved)."""
+        parts = list(getattr(self.scorer, 'models', [])) + [self.proposals]
+        moved = [p.restore() for p in parts if callable(getattr(p, 'restore', None))]
+        return any(moved)
+
     def check_expression(self, expression: object) -> Optional[str]:
         """Return why *expression* cannot be grounded, or None when it is acceptable."""
         if not isinstance(expression, str):

@@ -240,6 +240,7 @@ class ClipModel:
         self.model_type = model_type
         self.text_max_length = int(text_max_length)
         self._lock = threading.Lock()
+        self.offloaded = False
         scale = getattr(model, 'logit_scale', None)
         bias = getattr(model, 'logit_bias', None)
         self.logit_scale = float(scale.detach().float().exp().item()) if scale is not None \
@@ -332,7 +333,32 @@ class ClipModel:
     def _require_model(self):
         if self.model is None:
             raise RuntimeError(f"model '{self.name}' was unloaded")
+        if self.offloaded:
+            self.restore()
         return self.model
+
+    def offload(self) -> bool:
+        """Move the weights of a CUDA model to host memory and free the GPU memory.
+
+        The model stays loaded: :meth:`restore` (or the next encode) moves it back. Used
+        while a node is inactive. Returns True when something was moved (no-op on CPU).
+        """
+        with self._lock:
+            if self.model is None or self.offloaded or not self.device.startswith('cuda'):
+                return False
+            self.model.to('cpu')
+            self.offloaded = True
+        torch.cuda.empty_cache()
+        return True
+
+    def restore(self) -> bool:
+        """Move offloaded weights back to the model's device; True when something moved."""
+        with self._lock:
+            if self.model is None or not self.offloaded:
+                return False
+            self.model.to(self.device)
+            self.offloaded = False
+        return True
 
     def encode_images(self, batch_nchw: np.ndarray) -> torch.Tensor:
         """Embed a normalised float32 NCHW batch; return L2-normalised float32 CPU rows."""

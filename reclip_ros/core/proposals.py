@@ -310,6 +310,23 @@ class DetectorProposals:
         if self.device.startswith('cuda'):
             self._torch.cuda.empty_cache()
 
+    def offload(self) -> bool:
+        """Move a CUDA detector to host memory (freeing GPU memory); no-op on CPU."""
+        if self.model is None or not self.device.startswith('cuda'):
+            return False
+        self.model.to('cpu')
+        self._torch.cuda.empty_cache()
+        self._offloaded = True
+        return True
+
+    def restore(self) -> bool:
+        """Move an offloaded detector back to its device."""
+        if self.model is None or not getattr(self, '_offloaded', False):
+            return False
+        self.model.to(self.device)
+        self._offloaded = False
+        return True
+
     # -- inference ---------------------------------------------------------------------------
 
     def propose(self, image_rgb: np.ndarray) -> List[Box]:
@@ -321,6 +338,7 @@ class DetectorProposals:
         """Return the filtered proposals and their detector scores, best first."""
         if self.model is None:
             raise RuntimeError(f'detector {self.name!r} was closed')
+        self.restore()
         image = _check_image(image_rgb)
         height, width = image.shape[:2]
         with self._torch.inference_mode():
