@@ -9,7 +9,6 @@ Run it with ``reclip node [--ros-args ...]`` or ``ros2 run reclip_ros reclip_nod
 from __future__ import annotations
 
 import functools
-import gc
 import sys
 from typing import Any, List, Optional, Sequence
 
@@ -252,13 +251,6 @@ class ReclipNode(Node):
             self.grounder.close()
             self.grounder = None
         self.configured = False
-        gc.collect()
-        try:
-            import torch
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover - torch is a hard dependency
-            pass
 
     # -- inputs (executor threads: store and enqueue only) ---------------------------------
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -245,6 +246,7 @@ class Grounder:
                 closer()
         self.scorer = None
         self.proposals = None
+        gc.collect()  # drop the weights now, so that the CUDA cache below can be returned
         try:
             import torch
             if torch.cuda.is_available():
