@@ -370,8 +370,18 @@ class ReclipNode(Node):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the node until shutdown; configure and activate it when ``autostart`` is true."""
     args = ['reclip_node'] + list(sys.argv[1:] if argv is None else argv)
-    rclpy.init(args=args)
-    node = ReclipNode()
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # noqa: BLE001 - rcl reports malformed --ros-args this way
+        print(f'error: invalid ROS arguments {args[1:]}: {exc} (an empty string parameter '
+              "is written -p \"detector:=''\")", file=sys.stderr)
+        return 2
+    try:
+        node = ReclipNode()
+    except Exception as exc:  # noqa: BLE001 - e.g. a parameter override of the wrong type
+        print(f'error: cannot start the node: {type(exc).__name__}: {exc}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
     executor = MultiThreadedExecutor(num_threads=node.executor_threads())
     executor.add_node(node)
     code = 0
