@@ -55,3 +55,13 @@ def tiny_siglip_dir(tmp_path_factory) -> str:
     _quiet_torch()
     from reclip_ros.core.random_models import save_random_siglip
     return str(save_random_siglip(tmp_path_factory.mktemp('tiny_siglip'), seed=0))
+
+
+@pytest.fixture(scope='module')
+def grounder(tiny_clip_dir):
+    """A real Grounder over the tiny CLIP checkpoint, without a detector (one per module)."""
+    from reclip_ros.core.grounder import Grounder, GrounderConfig
+    g = Grounder.from_config(GrounderConfig(models=(tiny_clip_dir,), detector='',
+                                            spacy_model='en_core_web_sm'))
+    yield g
+    g.close()

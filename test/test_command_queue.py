@@ -99,15 +99,6 @@ def test_every_parameter_default_is_valid():
     assert validate('continuous', 'yes') is not None
 
 
-@pytest.fixture(scope='module')
-def grounder(tiny_clip_dir):
-    from reclip_ros.core.grounder import Grounder, GrounderConfig
-    g = Grounder.from_config(GrounderConfig(models=(tiny_clip_dir,), detector='',
-                                            spacy_model='en_core_web_sm'))
-    yield g
-    g.close()
-
-
 def _worker(grounder, published, capacity=10, **settings):
     return GroundingWorker(grounder, CommandQueue(capacity),
                            lambda job, outcome: published.append((job, outcome)),

@@ -128,15 +128,6 @@ def test_wait_match_returns_at_once_or_after_the_timeout():
 
 # -- the worker, with a real tiny Grounder ------------------------------------------------
 
-@pytest.fixture(scope='module')
-def grounder(tiny_clip_dir):
-    from reclip_ros.core.grounder import Grounder, GrounderConfig
-    g = Grounder.from_config(GrounderConfig(models=(tiny_clip_dir,), detector='',
-                                            spacy_model='en_core_web_sm'))
-    yield g
-    g.close()
-
-
 BOXES = [Box(5, 10, 20, 20), Box(35, 8, 20, 30)]
 
 
