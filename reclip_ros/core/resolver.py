@@ -11,6 +11,20 @@ For an entity with region-scoring distribution ``p = score_fn(entity.text)``:
    probability times the dog mass to its right);
 4. the answer is ``score_fn(parsed.text) * pi_root``, renormalised.
 
+The size prior (when the caller uses one) acts only on the root entity's own text and on
+the full expression, as in the paper's code: the caller passes it as ``root_score_fn``, and
+children are scored by ``score_fn``.
+
+The relation mode of the parse (``parsed.mode``) decides what each relation kind means over
+boxes (:func:`reclip_ros.core.relation_kinds.box_relation`). In ``paper`` mode the
+superlatives of an entity are skipped when fewer than two boxes have probability left, as
+the code's threshold test does (``m1 < inf * m2`` is false when ``m2 == 0``).
+
+Every normalisation is guarded in ``extended`` mode: a step that leaves no probability mass
+is skipped. In ``paper`` mode such a step makes the code's distribution NaN and its argmax
+the first box; the resolver then returns the uniform distribution (the answer is undefined),
+whose first-maximum tie-break picks that same first box.
+
 Every normalisation is guarded: when a step leaves no probability mass (e.g. "the leftmost
 cup" with one box, or a relation that no pair satisfies) the step is skipped and the previous
 distribution is kept, so the output is always a finite probability vector.
@@ -22,7 +36,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from reclip_ros.core.parsing import Entity, Ordinal, ParsedExpression, Superlative
+from reclip_ros.core.expression_tree import Entity, Ordinal, ParsedExpression, Superlative
+from reclip_ros.core.relation_kinds import PAPER, box_relation
 from reclip_ros.core.relations import (
     BoxesLike,
     BoxGeometry,
@@ -34,6 +49,10 @@ from reclip_ros.core.relations import (
 )
 
 ScoreFn = Callable[[str], np.ndarray]
+
+
+class _NoMass(Exception):
+    """A paper-mode step left no probability mass (the code's distribution becomes NaN)."""
 
 
 def normalise(values: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -73,7 +92,8 @@ class _Frame:
 
     def __init__(self, geom: BoxGeometry, depths: Optional[np.ndarray],
                  image_size: Optional[Tuple[float, float]], near_scale: float,
-                 between_width: float):
+                 between_width: float, mode: str):
+        self.mode = mode
         self.geom = geom
         self.depths = depths
         self.image_size = image_size
@@ -82,11 +102,20 @@ class _Frame:
         self._matrices: Dict[str, np.ndarray] = {}
         self._between: Optional[np.ndarray] = None
 
+    def normalise(self, values: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        """Normalise *values*; without mass, *fallback* (extended) or :class:`_NoMass` (paper)."""
+        total = float(np.sum(values))
+        if self.mode == PAPER and not (np.isfinite(total) and total > 0.0):
+            raise _NoMass()
+        return normalise(values, fallback)
+
     def matrix(self, kind: str) -> np.ndarray:
-        if kind not in self._matrices:
-            self._matrices[kind] = relation_matrix(kind, self.geom, self.depths,
-                                                   near_scale=self.near_scale)
-        return self._matrices[kind]
+        """The box relation that relation kind *kind* means in this frame's mode."""
+        box = box_relation(kind, self.mode)
+        if box not in self._matrices:
+            self._matrices[box] = relation_matrix(box, self.geom, self.depths,
+                                                  near_scale=self.near_scale)
+        return self._matrices[box]
 
     def between(self) -> np.ndarray:
         if self._between is None:
@@ -130,7 +159,8 @@ class SpatialResolver:
 
     def resolve(self, parsed: ParsedExpression, boxes: BoxesLike, score_fn: ScoreFn,
                 box_depths: Optional[Sequence[float]] = None,
-                image_size: Optional[Tuple[float, float]] = None) -> np.ndarray:
+                image_size: Optional[Tuple[float, float]] = None,
+                root_score_fn: Optional[ScoreFn] = None) -> np.ndarray:
         """Return the probability of each box being the referent (shape (N,), sums to 1).
 
         Args:
@@ -140,6 +170,8 @@ class SpatialResolver:
             box_depths: optional (N,) median depth per box in metres (nan = unknown), which
                 makes closer/farther/front/behind compare depth instead of the paper's proxies.
             image_size: optional (width, height) in pixels, for "the middle of the image".
+            root_score_fn: scores the root entity's text and the full expression (e.g. with
+                the size prior); None: *score_fn*.
 
         Without relation/superlative keywords the result is ``score_fn(parsed.text)`` itself.
 
@@ -151,8 +183,9 @@ class SpatialResolver:
         if n == 0:
             return np.zeros(0, dtype=np.float64)
         scores = _Scores(score_fn, n)
+        root_scores = scores if root_score_fn is None else _Scores(root_score_fn, n)
         if not parsed.has_keywords:
-            return scores(parsed.text).copy()
+            return root_scores(parsed.text).copy()
         depths = None
         if box_depths is not None:
             depths = np.asarray(box_depths, dtype=np.float64).reshape(-1)
@@ -165,15 +198,23 @@ class SpatialResolver:
                 raise ValueError(f'image_size must be a positive (width, height), got '
                                  f'{image_size!r}')
             size = (w, h)
-        frame = _Frame(geom, depths, size, self.near_scale, self.between_width)
-        pi_root = self._resolve_entity(parsed.root, frame, scores)
-        return normalise(scores(parsed.text) * pi_root, fallback=pi_root)
+        frame = _Frame(geom, depths, size, self.near_scale, self.between_width, parsed.mode)
+        try:
+            pi_root = self._resolve_entity(parsed.root, frame, scores, root_scores)
+            return frame.normalise(root_scores(parsed.text) * pi_root, fallback=pi_root)
+        except _NoMass:
+            return np.full(n, 1.0 / n)
 
-    def _resolve_entity(self, entity: Entity, frame: _Frame, scores: _Scores) -> np.ndarray:
-        """Return the distribution of one entity (relations, ordinal, then superlatives)."""
+    def _resolve_entity(self, entity: Entity, frame: _Frame, scores: _Scores,
+                        own_scores: Optional[_Scores] = None) -> np.ndarray:
+        """Return the distribution of one entity (relations, ordinal, then superlatives).
+
+        *own_scores* scores the entity's own text (the root's carries the size prior);
+        children are always scored by *scores*.
+        """
         n = len(frame.geom)
         uniform = np.full(n, 1.0 / n)
-        pi = normalise(scores(entity.text), fallback=uniform)
+        pi = normalise((own_scores or scores)(entity.text), fallback=uniform)
         for relation in entity.relations:
             children = [self._resolve_entity(c, frame, scores) for c in relation.children]
             if relation.kind == 'between':
@@ -182,9 +223,11 @@ class SpatialResolver:
                 new = np.einsum('ijk,j,k->i', frame.between(), first, second)
             else:
                 new = frame.matrix(relation.kind) @ children[0]
-            pi = normalise(pi * new, fallback=pi)
+            pi = frame.normalise(pi * new, fallback=pi)
         if entity.ordinal is not None:
             pi = self._apply_ordinal(pi, entity.ordinal, frame)
+        if frame.mode == PAPER and np.count_nonzero(pi > 0) < 2:
+            return pi
         for superlative in entity.superlatives:
             pi = self._apply_superlative(pi, superlative, frame)
         return pi
@@ -192,11 +235,11 @@ class SpatialResolver:
     def _apply_superlative(self, pi: np.ndarray, superlative: Superlative,
                           frame: _Frame) -> np.ndarray:
         """``pi'(i) ∝ pi(i) * sum_j pi(j) R(i, j)``; unchanged when that leaves no mass."""
-        if superlative.kind == 'middle':
+        if box_relation(superlative.kind, frame.mode) == 'middle':
             matrix = middle_matrix(frame.geom, frame.centre(superlative.reference, pi))
         else:
             matrix = frame.matrix(superlative.kind)
-        return normalise(pi * (matrix @ pi), fallback=pi)
+        return frame.normalise(pi * (matrix @ pi), fallback=pi)
 
     def _apply_ordinal(self, pi: np.ndarray, ordinal: Ordinal, frame: _Frame) -> np.ndarray:
         """Pick the ``ordinal.rank``-th instance of the noun in the order ``ordinal.kind``.
