@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 from reclip_ros.core.types import ReclipError
 from reclip_ros.evaluation.engine import (
     DEFAULT_SIZE_PRIOR, VARIANT_NAMES, EvalRecord, EvalSettings, evaluate, make_variants)
@@ -40,6 +41,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'))
     g.add_argument('--spacy-model', default='en_core_web_sm', help='spaCy pipeline name')
     g.add_argument('--blur-sigma', type=float, default=100.0, help='blur isolation sigma (px)')
+    g.add_argument('--relations', default=DEFAULT_RELATION_MODE, choices=RELATION_MODES,
+                   help="relation mode of every variant but 'paper' (default: "
+                        f"{DEFAULT_RELATION_MODE}; 'paper' = the authors' public code)")
     g.add_argument('--batch-size', type=int, default=32, help='isolated images per batch')
     g.add_argument('--detector', default='', metavar='ID',
                    help='detector checkpoint for proposals (e.g. '
@@ -201,7 +205,7 @@ def _grounder_factory(args: argparse.Namespace, models: List[str]) -> Callable[[
         cfg = GrounderConfig(models=tuple(models), device=args.device,
                              precision=args.precision, spacy_model=args.spacy_model,
                              detector='', blur_sigma=args.blur_sigma, size_prior=0.0,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, relations=args.relations)
         grounder = Grounder.from_config(cfg)
         print(f'loaded {", ".join(grounder.model_names)} on {grounder.device}',
               file=sys.stderr)
@@ -241,6 +245,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
         'source': source, 'models': models,
         'precision': _resolved_precision(device, args.precision),
         'spacy_model': args.spacy_model, 'blur_sigma': args.blur_sigma,
+        'relations': args.relations,
         'detector': ({'model': args.detector, 'score_threshold': args.detector_threshold}
                      if args.detector else None),
     }
@@ -261,10 +266,12 @@ def _run_dataset(args: argparse.Namespace) -> int:
 
 def print_summary(report: dict, out_dir: Optional[Path] = None) -> None:
     """Print the accuracy table of a report to stdout."""
-    print(f'{"variant":<18} {"accuracy":>9} {"correct":>8} {"total":>6} {"failed":>6}')
+    print(f'{"variant":<18} {"relations":<9} {"accuracy":>9} {"correct":>8} {"total":>6} '
+          f'{"failed":>6}')
     for name, v in report['variants'].items():
         acc = '-' if v['accuracy'] is None else f'{v["accuracy"]:.2f}'
-        print(f'{name:<18} {acc:>9} {v["correct"]:>8} {v["total"]:>6} {v["failed"]:>6}')
+        print(f'{name:<18} {v.get("relations", ""):<9} {acc:>9} {v["correct"]:>8} '
+              f'{v["total"]:>6} {v["failed"]:>6}')
     if out_dir is not None:
         print(f'report: {Path(out_dir) / "report.md"}')
 

@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from reclip_ros.core.proposals import DEFAULT_DETECTOR
+from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 
 DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
 
@@ -61,6 +62,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help='isolation methods whose scores are summed (default: crop,blur)')
     parser.add_argument('--no-relations', action='store_true',
                         help='skip the spatial-relation resolver (plain region scoring)')
+    parser.add_argument('--relations', default=DEFAULT_RELATION_MODE, choices=RELATION_MODES,
+                        help="relation mode: 'extended' (this project's semantics) or 'paper' "
+                             f"(the authors' public code) (default: {DEFAULT_RELATION_MODE})")
     parser.add_argument('--depth', metavar='DEPTH',
                         help='registered depth image: 16-bit PNG in millimetres (0 = invalid) '
                              'or .npy float array in metres; same size as the image')
@@ -257,7 +261,8 @@ def _load_grounder(args: argparse.Namespace, with_detector: bool):
         models=tuple(args.model or (DEFAULT_MODEL,)), device=args.device,
         precision=args.precision, spacy_model=args.spacy_model,
         detector=args.detector if with_detector else '', blur_sigma=args.blur_sigma,
-        size_prior=args.size_prior, methods=args.methods, center_offset=args.center_offset)
+        size_prior=args.size_prior, methods=args.methods, center_offset=args.center_offset,
+        relations=args.relations)
     return Grounder.from_config(config)
 
 

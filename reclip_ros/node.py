@@ -107,7 +107,8 @@ class ReclipNode(Node):
     def _options(self):
         from reclip_ros.core.grounder import GroundingOptions
         return GroundingOptions(use_relations=bool(self.param('use_relations')),
-                                size_prior=float(self.param('size_prior')))
+                                size_prior=float(self.param('size_prior')),
+                                relations=str(self.param('relations')))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -126,7 +127,8 @@ class ReclipNode(Node):
                     max_expression_chars=self.param('max_expression_chars'),
                     detector_score_threshold=self.param('detector_score_threshold'),
                     detector_top_k=self.param('detector_top_k'),
-                    center_offset=self.param('center_offset'))
+                    center_offset=self.param('center_offset'),
+                    relations=self.param('relations'))
                 self.get_logger().info(f'loading models {list(config.models)} on '
                                        f'{config.device} (detector {config.detector!r})')
                 self.grounder = Grounder.from_config(config)

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
+
 DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 
 
@@ -71,6 +73,10 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   min_value=0.0, max_value=0.99),
     ParameterSpec('use_relations', True, 'resolve spatial relations (False: region scoring '
                   'of the whole expression only)'),
+    ParameterSpec('relations', DEFAULT_RELATION_MODE,
+                  "relation mode: 'extended' (depth-aware front/behind/closer, near, between, "
+                  "middle, ordinals, robot commands) or 'paper' (the authors' public ReCLIP "
+                  'code exactly)', choices=RELATION_MODES),
     ParameterSpec('max_image_age', 1.0, 'seconds; a command whose newest image is older '
                   'gets NO_IMAGE (0 disables the check)', min_value=0.0, max_value=3600.0),
     ParameterSpec('continuous', False, 're-ground the last command on new frames'),

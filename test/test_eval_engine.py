@@ -18,7 +18,7 @@ from reclip_ros.core.types import Box, GroundingResult, Status
 from reclip_ros.evaluation.engine import (
     BAD_BOX, EMPTY_PROPOSALS_WARNING, EXCEPTION, MISSING_IMAGE, UNREADABLE_IMAGE,
     EvalRecord, EvalSettings, ProgressBar, ResultStore, build_report, config_hash,
-    evaluate, grounding_options, make_variants, read_image_rgb)
+    evaluate, grounding_options, make_variants, read_image_rgb, result_key)
 
 
 class LargestBoxGrounder:
@@ -97,9 +97,15 @@ def _lines(tmp_path):
 
 def test_make_variants_and_options():
     variants = make_variants(size_prior=0.1)
-    assert [v.name for v in variants] == ['full', 'no_relations', 'crop_only', 'blur_only',
-                                          'full_size_prior']
+    assert [v.name for v in variants] == ['full', 'paper', 'no_relations', 'crop_only',
+                                          'blur_only', 'full_size_prior']
     by_name = {v.name: v for v in variants}
+    assert by_name['paper'].use_relations and by_name['paper'].methods == ('crop', 'blur')
+    assert by_name['paper'].relation_mode('extended') == 'paper'
+    assert by_name['full'].relation_mode('extended') == 'extended'
+    assert by_name['full'].relation_mode('paper') == 'paper'
+    # the paper's isolation ablation: one isolation, relations off
+    assert not by_name['crop_only'].use_relations and not by_name['blur_only'].use_relations
     assert by_name['full_size_prior'].size_prior == pytest.approx(0.1)
     assert by_name['full'].size_prior == 0.0 and by_name['full'].use_relations
     assert by_name['crop_only'].methods == ('crop',)
@@ -251,8 +257,9 @@ def test_build_report_counts_pending():
     full = make_variants(['full'])[0]
     recs = [EvalRecord('a', 'x', 'x', 'e', BIG), EvalRecord('b', 'x', 'x', 'e', BIG)]
     hashes = {'full': 'h'}
-    results = {'a|full|h': {'key': 'a|full|h', 'correct': True, 'failure': None,
-                            'split': 'val', 'category': ''}}
+    key = result_key(recs[0], 'full', 'h')
+    results = {key: {'key': key, 'correct': True, 'failure': None,
+                     'split': 'val', 'category': ''}}
     report = build_report(recs, results, [full], hashes, {})
     v = report['variants']['full']
     assert v['pending'] == 1 and v['total'] == 1 and v['accuracy'] == 100.0
@@ -277,3 +284,91 @@ def test_interrupt_keeps_results_and_resume_finishes(tmp_path, records):
     assert report['interrupted'] is False and report['skipped_this_run'] == 3
     assert report['variants']['full']['pending'] == 0
     assert report['variants']['full']['correct'] == 2
+
+
+# --- issue 9: any gold box, content-keyed resume, relation mode in reports --------------------
+
+def test_correct_means_iou_above_half_with_any_gold_box(tmp_path):
+    from reclip_ros.evaluation.variants import best_iou, is_correct
+    half = Box(0, 0, 10, 10)
+    # IoU exactly 0.5 (a box of half the area, inside): not correct, as in the reference code
+    assert best_iou(Box(0, 0, 10, 5), [half]) == pytest.approx(0.5)
+    assert not is_correct(Box(0, 0, 10, 5), [half])
+    assert is_correct(Box(0, 0, 10, 6), [half])
+    assert is_correct(BIG, [SMALL, BIG]) and not is_correct(BIG, [SMALL, MID])
+    assert not is_correct(None, [BIG])
+    img = _write_image(tmp_path / 'one.png')
+    # the largest proposal (BIG) is the second gold box of r1 only
+    recs = [EvalRecord('r1', img, 'one', 'a', SMALL, (BIG, MID, SMALL), extra_golds=(BIG,)),
+            EvalRecord('r2', img, 'one', 'b', SMALL, (BIG, MID, SMALL))]
+    report = evaluate(recs, _settings(tmp_path, ('full',)), LargestBoxGrounder,
+                      options_for=lambda v: v)
+    assert report['variants']['full']['correct'] == 1
+    assert [e['correct'] for e in _lines(tmp_path)] == [True, False]
+
+
+def _jsonl_dataset(tmp_path, lines):
+    path = tmp_path / 'data.jsonl'
+    path.write_text(''.join(json.dumps(line) + '\n' for line in lines), encoding='utf-8')
+    return path
+
+
+def test_resume_after_the_dataset_changed_counts_the_new_dataset(tmp_path):
+    from reclip_ros.evaluation.jsonl import load_jsonl
+    img = _write_image(tmp_path / 'one.png')
+    props = [b.to_list() for b in (BIG, MID, SMALL)]
+    right = {'image': img, 'expression': 'the big one', 'box': BIG.to_list(),
+             'proposals': props}
+    wrong = {'image': img, 'expression': 'the small one', 'box': SMALL.to_list(),
+             'proposals': props}
+    # ids default to line numbers: inserting a line at the top shifts every id
+    first = _jsonl_dataset(tmp_path, [right, wrong, wrong])
+    report = evaluate(load_jsonl(first, tmp_path), _settings(tmp_path, ('full',)),
+                      LargestBoxGrounder, options_for=lambda v: v)
+    assert report['variants']['full']['correct'] == 1
+    changed = _jsonl_dataset(tmp_path, [wrong, right, wrong, wrong])
+    grounder = LargestBoxGrounder()
+    report = evaluate(load_jsonl(changed, tmp_path), _settings(tmp_path, ('full',)),
+                      lambda: grounder, options_for=lambda v: v)
+    full = report['variants']['full']
+    assert (full['total'], full['correct'], full['pending']) == (4, 1, 0)
+    # line 3 is the same record as before (same id, same content): reused; lines 1 and 2
+    # changed content under the same ids and line 4 is new: grounded
+    assert report['skipped_this_run'] == 1
+    assert [c['expression'] for c in grounder.calls] == ['the small one', 'the big one',
+                                                         'the small one']
+
+
+def test_resume_key_changes_with_content_and_code():
+    from reclip_ros.evaluation.engine import code_version, record_hash
+    a = EvalRecord('r1', 'x.png', 'x', 'the cup', BIG, (BIG, MID))
+    assert record_hash(a) == record_hash(EvalRecord('r1', 'x.png', 'x', 'the cup', BIG,
+                                                    (BIG, MID)))
+    for other in (EvalRecord('r1', 'y.png', 'y', 'the cup', BIG, (BIG, MID)),
+                  EvalRecord('r1', 'x.png', 'x', 'the mug', BIG, (BIG, MID)),
+                  EvalRecord('r1', 'x.png', 'x', 'the cup', MID, (BIG, MID)),
+                  EvalRecord('r1', 'x.png', 'x', 'the cup', BIG, (BIG,)),
+                  EvalRecord('r1', 'x.png', 'x', 'the cup', BIG, (BIG, MID),
+                             extra_golds=(MID,))):
+        assert record_hash(other) != record_hash(a)
+    assert len(code_version()) == 12
+    full = make_variants(['full'])[0]
+    assert code_version() in json.dumps({'code': code_version()})
+    assert config_hash({'relations': 'paper'}, full) != config_hash({'relations': 'extended'},
+                                                                    full)
+
+
+def test_reports_state_the_relation_mode_of_every_variant(tmp_path, records):
+    settings = _settings(tmp_path, ('full', 'paper', 'crop_only'))
+    report = evaluate(records[:3], settings, LargestBoxGrounder)
+    modes = {name: v['relations'] for name, v in report['variants'].items()}
+    assert modes == {'full': 'extended', 'paper': 'paper', 'crop_only': 'extended'}
+    md = (tmp_path / 'out' / 'report.md').read_text()
+    assert '| paper | paper |' in md and '| full | extended |' in md
+    # the grounder received the mode of each variant
+    settings = EvalSettings(out_dir=str(tmp_path / 'out2'),
+                            config={'models': ['fake'], 'relations': 'paper'},
+                            variants=make_variants(['full', 'paper']), stream=io.StringIO())
+    grounder = LargestBoxGrounder()
+    evaluate(records[:1], settings, lambda: grounder)
+    assert [c['options'].relations for c in grounder.calls] == ['paper', 'paper']

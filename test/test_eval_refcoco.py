@@ -171,6 +171,21 @@ def test_refs_pickle_with_code_is_refused(tmp_path):
         load_refs_pickle(path)
 
 
+def test_python2_refs_pickle_is_read_as_utf8(tmp_path):
+    # A Python 2 pickle (protocol 2) whose str values are byte strings (opcode 'U'), as the
+    # REFER refs files are: [{'raw': 'caf\xc3\xa9 table', 'ref_id': 7}] in UTF-8 bytes.
+    raw = 'café table'.encode()
+    data = (b'\x80\x02]q\x00}q\x01(U\x03rawq\x02U' + bytes([len(raw)]) + raw
+            + b'q\x03U\x06ref_idq\x04K\x07ua.')
+    path = tmp_path / 'refs(umd).p'
+    path.write_bytes(data)
+    assert load_refs_pickle(path) == [{'raw': 'café table', 'ref_id': 7}]
+    # not UTF-8 at all: still read, byte for byte (Latin-1)
+    path.write_bytes(data.replace(raw, 'café table'.encode('latin1'))
+                     .replace(bytes([len(raw)]), bytes([len('café table')]), 1))
+    assert load_refs_pickle(path) == [{'raw': 'café table', 'ref_id': 7}]
+
+
 # ------------------------------------------------------------------------------ CLI
 
 def _parse(argv):

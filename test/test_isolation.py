@@ -129,3 +129,59 @@ def test_to_model_input_normalises_per_channel():
     for c in range(3):
         np.testing.assert_allclose(batch[0, c], want_a[c], atol=1e-5)
         np.testing.assert_allclose(batch[1, c], want_b[c], atol=1e-5)
+
+
+def _natural_image(size: int, seed: int = 0) -> np.ndarray:
+    """An RGB image with natural statistics: a 1/f amplitude spectrum with random phases."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.fftfreq(size)[None, :]
+    amplitude = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / size)
+    channels = []
+    for _ in range(3):
+        phase = np.exp(2j * np.pi * rng.random((size, size)))
+        plane = np.real(np.fft.ifft2(amplitude * phase))
+        plane = (plane - plane.mean()) / plane.std()
+        channels.append(np.clip(128 + 45 * plane, 0, 255))
+    return np.stack(channels, axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize('resample', [3, 2])
+def test_model_input_matches_clip_image_processor_when_shrinking(resample):
+    """Pixel values equal transformers' CLIPImageProcessor (the reference) within 1e-5.
+
+    A square image, so the processor's shortest-edge resize plus centre crop is the same
+    square resize ReCLIP uses; 448 -> 224 shrinks by 2, where an interpolating (not
+    antialiased) bicubic resize differs by several grey levels.
+    """
+    from transformers import CLIPImageProcessor
+    image = _natural_image(448)
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    processor = CLIPImageProcessor(size={'shortest_edge': 224},
+                                   crop_size={'height': 224, 'width': 224},
+                                   image_mean=list(mean), image_std=list(std),
+                                   resample=resample)
+    reference = processor(images=image, return_tensors='np')['pixel_values']
+    ours = isolation.to_model_input([image], 224, mean, std, resample=resample)
+    assert ours.shape == reference.shape == (1, 3, 224, 224)
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
+    # the check has teeth: OpenCV's bicubic interpolation is far from the reference here
+    interpolated = cv2.resize(image, (224, 224), interpolation=cv2.INTER_CUBIC)
+    plain = ((interpolated.astype(np.float32) / 255.0 - np.array(mean, np.float32))
+             / np.array(std, np.float32)).transpose(2, 0, 1)[None]
+    assert np.max(np.abs(plain - reference)) > 0.1
+
+
+def test_clip_model_takes_the_checkpoints_resize_filter(tmp_path, tiny_clip_dir):
+    import json
+    import shutil
+
+    from reclip_ros.core.models import ClipModel
+    assert ClipModel.load(tiny_clip_dir, device='cpu').resample == 3
+    other = tmp_path / 'bilinear'
+    shutil.copytree(tiny_clip_dir, other)
+    config_path = other / 'preprocessor_config.json'
+    config = json.loads(config_path.read_text())
+    config['resample'] = 2
+    config_path.write_text(json.dumps(config))
+    assert ClipModel.load(str(other), device='cpu').resample == 2

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from reclip_ros.core.types import Box
 
@@ -82,14 +83,31 @@ def isolate_all(image: np.ndarray, boxes: Sequence[Box],
     return out
 
 
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size x size ignoring aspect ratio, bicubic (the ReCLIP code's default)."""
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
+#: PIL's resize filters by the number a ``preprocessor_config.json`` gives as ``resample``.
+_PIL_FILTERS = {0: Image.Resampling.NEAREST, 1: Image.Resampling.LANCZOS,
+                2: Image.Resampling.BILINEAR, 3: Image.Resampling.BICUBIC,
+                4: Image.Resampling.BOX, 5: Image.Resampling.HAMMING}
+BICUBIC = 3
+
+
+def resize_square(image: np.ndarray, size: int, resample: int = BICUBIC) -> np.ndarray:
+    """Resize to size x size ignoring aspect ratio (the ReCLIP code's default).
+
+    The resize is PIL's with the checkpoint's filter (*resample*, PIL numbering; bicubic by
+    default), which is what CLIP's preprocessing and ``CLIPImageProcessor`` do: the filter is
+    widened when the image shrinks (antialiasing), unlike OpenCV's bicubic interpolation.
+    """
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image)
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    return np.asarray(pil.resize((size, size), resample=_PIL_FILTERS.get(int(resample),
+                                                                           BICUBIC)))
 
 
 def to_model_input(images: Sequence[np.ndarray], size: int, mean: Sequence[float],
-                   std: Sequence[float]) -> np.ndarray:
+                   std: Sequence[float], resample: int = BICUBIC) -> np.ndarray:
     """Square-resize and normalise isolated images into a float32 NCHW batch."""
-    batch = np.stack([resize_square(im, size) for im in images]).astype(np.float32) / 255.0
+    batch = np.stack([resize_square(im, size, resample)
+                      for im in images]).astype(np.float32) / 255.0
     batch = (batch - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))

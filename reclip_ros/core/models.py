@@ -213,6 +213,10 @@ def _features(output) -> torch.Tensor:
     return pooled
 
 
+#: The resize filter when a checkpoint names none: PIL bicubic, as CLIP's own preprocessing.
+_DEFAULT_RESAMPLE = 3
+
+
 class ClipModel:
     """One loaded CLIP-family model with its tokenizer and image preprocessing constants.
 
@@ -222,14 +226,17 @@ class ClipModel:
         dtype: the torch dtype of the weights.
         image_size: square input resolution in pixels.
         image_mean, image_std: per-channel normalisation (RGB, for [0, 1] pixel values).
+        resample: the checkpoint's resize filter (PIL numbering: 3 bicubic, 2 bilinear...),
+            from its ``preprocessor_config.json``; isolated images are resized with it.
         logit_scale: the model's temperature, ``exp()`` already applied (100 for CLIP).
         logit_bias: additive logit bias (0 for CLIP; learnt for SigLIP).
     """
 
     def __init__(self, name: str, model, tokenizer, device: str, dtype: torch.dtype,
                  image_size: int, image_mean: Sequence[float], image_std: Sequence[float],
-                 model_type: str = 'clip', text_max_length: int = 77):
+                 model_type: str = 'clip', text_max_length: int = 77, resample: int = 3):
         self.name = name
+        self.resample = int(resample)
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -322,8 +329,10 @@ class ClipModel:
         max_positions = getattr(text_cfg, 'max_position_embeddings', None) or 77
         tok_max = getattr(tokenizer, 'model_max_length', None) or max_positions
         max_length = int(min(max_positions, tok_max if tok_max < 10 ** 6 else max_positions))
+        resample = processor.get('resample', _DEFAULT_RESAMPLE)
         return cls(str(name_or_dir), model, tokenizer, resolved, dtype, image_size, mean, std,
-                   model_type=model_type, text_max_length=max_length)
+                   model_type=model_type, text_max_length=max_length,
+                   resample=int(resample) if resample is not None else _DEFAULT_RESAMPLE)
 
     @property
     def loaded(self) -> bool:

@@ -84,6 +84,12 @@ def _check_image(image) -> np.ndarray:
     return image
 
 
+def _input_spec(model) -> Tuple[int, Tuple[float, ...], Tuple[float, ...], int]:
+    """What preprocessing a model needs: size, mean, std and resize filter."""
+    return (model.image_size, tuple(model.image_mean), tuple(model.image_std),
+            int(getattr(model, 'resample', 3)))
+
+
 class _LRU:
     """A bounded least-recently-used mapping (not thread-safe by itself)."""
 
@@ -253,7 +259,7 @@ class RegionScorer:
         flat = [isolated[m][i] for m, i in order]
         batches = {}  # preprocessing shared by models with the same input spec
         for model in self.models:
-            spec = (model.image_size, tuple(model.image_mean), tuple(model.image_std))
+            spec = _input_spec(model)
             if spec not in batches and flat:
                 batches[spec] = to_model_input(flat, *spec)
         isolation_ms = (time.perf_counter() - start) * 1000.0
@@ -262,7 +268,7 @@ class RegionScorer:
         embeddings: Dict[Tuple[int, str], torch.Tensor] = {}
         n = len(box_tuple)
         for index, model in enumerate(self.models):
-            spec = (model.image_size, tuple(model.image_mean), tuple(model.image_std))
+            spec = _input_spec(model)
             if n == 0:
                 for m in self.methods:
                     embeddings[(index, m)] = torch.zeros((0, 0))

@@ -12,8 +12,9 @@ and :mod:`reclip_ros.evaluation.jsonl`; :func:`evaluate` then
 - writes ``<out>/report.json`` and ``<out>/report.md`` with the configuration, counts,
   failures and accuracies (overall, per split, per category).
 
-Accuracy is the paper's: a prediction is correct when its IoU with the gold box is at
-least 0.5. Records that failed count as wrong (``accuracy``); ``accuracy_evaluated``
+Accuracy is the reference code's: a prediction is correct when its IoU with any of the
+record's gold boxes is above 0.5 (:mod:`reclip_ros.evaluation.variants`). Records that
+failed count as wrong (``accuracy``); ``accuracy_evaluated``
 divides by the records that were actually grounded.
 """
 
@@ -32,10 +33,12 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Text
 
 import numpy as np
 
+from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE
 from reclip_ros.core.types import Box, ReclipError
+from reclip_ros.evaluation.variants import (  # noqa: F401 - re-exported
+    DEFAULT_SIZE_PRIOR, IOU_THRESHOLD, VARIANT_NAMES, Variant, best_iou, is_correct,
+    make_variants)
 
-IOU_THRESHOLD = 0.5
-DEFAULT_SIZE_PRIOR = 0.05
 RESULTS_FILE = 'results.jsonl'
 REPORT_JSON = 'report.json'
 REPORT_MD = 'report.md'
@@ -63,7 +66,9 @@ class EvalDataError(ReclipError):
 class EvalRecord:
     """One referring expression to evaluate.
 
-    ``image_key`` identifies the image (records with the same key share one frame and its
+    ``gold`` is the referent's box; ``extra_golds`` are further acceptable boxes (a
+    prediction is correct when it matches any of :attr:`golds`). ``image_key`` identifies the
+    image (records with the same key share one frame and its
     proposal embeddings); ``proposals`` None means "use the detector" (or, without one,
     the gold boxes of all records of the image); ``error`` is a failure reason found while
     loading the record (the record is then reported as that failure, not grounded).
@@ -79,81 +84,58 @@ class EvalRecord:
     category: str = ''
     error: str = ''
     detail: str = ''
+    extra_golds: Tuple[Box, ...] = ()
+
+    @property
+    def golds(self) -> Tuple[Box, ...]:
+        """Every acceptable gold box (empty when the record has none)."""
+        return ((self.gold,) if self.gold is not None else ()) + tuple(self.extra_golds)
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One configuration of the method to evaluate (the paper's ablations)."""
-
-    name: str
-    use_relations: bool = True
-    methods: Tuple[str, ...] = ('crop', 'blur')
-    size_prior: float = 0.0
-    description: str = ''
-
-    def options_dict(self) -> dict:
-        """Return the grounding options of this variant as plain JSON values."""
-        return {'use_relations': self.use_relations, 'methods': list(self.methods),
-                'size_prior': float(self.size_prior)}
-
-
-VARIANT_NAMES = ('full', 'no_relations', 'crop_only', 'blur_only', 'full_size_prior')
-
-
-def make_variants(names: Sequence[str] = VARIANT_NAMES,
-                  size_prior: float = DEFAULT_SIZE_PRIOR) -> List[Variant]:
-    """Build the named variants; ``size_prior`` is the area fraction of ``full_size_prior``.
-
-    - ``full``: region scoring (crop + blur) and the relation resolver, no size prior;
-    - ``no_relations``: region scoring of the whole expression only (paper: "baseline");
-    - ``crop_only`` / ``blur_only``: region scoring with one isolation, no relations (the
-      paper's isolation ablation, to compare with ``no_relations``);
-    - ``full_size_prior``: ``full`` plus the size prior (boxes <= size_prior of the image
-      area get probability 0).
-
-    Raises:
-        ValueError: on an unknown name or a size prior outside [0, 1).
-    """
-    if not 0.0 <= size_prior < 1.0:
-        raise ValueError(f'size prior must be in [0, 1), got {size_prior}')
-    table = {
-        'full': Variant('full', True, ('crop', 'blur'), 0.0,
-                        'crop + blur, relations, no size prior'),
-        'no_relations': Variant('no_relations', False, ('crop', 'blur'), 0.0,
-                                'crop + blur, no relations'),
-        'crop_only': Variant('crop_only', False, ('crop',), 0.0, 'crop, no relations'),
-        'blur_only': Variant('blur_only', False, ('blur',), 0.0, 'blur, no relations'),
-        'full_size_prior': Variant('full_size_prior', True, ('crop', 'blur'), size_prior,
-                                   f'crop + blur, relations, size prior {size_prior:g}'),
-    }
-    out = []
-    for name in names:
-        if name not in table:
-            raise ValueError(f'unknown variant {name!r}; choose from {", ".join(VARIANT_NAMES)}')
-        if name not in [v.name for v in out]:
-            out.append(table[name])
-    if not out:
-        raise ValueError('no variant selected')
-    return out
-
-
-def grounding_options(variant: Variant) -> Any:
+def grounding_options(variant: Variant, run_mode: str = DEFAULT_RELATION_MODE) -> Any:
     """Return the ``GroundingOptions`` of the core grounder for *variant*."""
-    from reclip_ros.core.grounder import GroundingOptions
-    return GroundingOptions(use_relations=variant.use_relations, methods=tuple(variant.methods),
-                            size_prior=float(variant.size_prior))
+    return variant.grounding_options(run_mode)
 
 
 def config_hash(config: dict, variant: Variant) -> str:
     """Return a short stable hash of the run configuration plus the variant's options."""
-    payload = json.dumps({'config': config, 'variant': variant.options_dict()},
-                         sort_keys=True, default=str)
+    run_mode = config.get('relations', DEFAULT_RELATION_MODE)
+    payload = json.dumps({'config': config, 'variant': variant.options_dict(run_mode),
+                          'code': code_version()}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode('utf-8')).hexdigest()[:12]
 
 
-def result_key(record_id: str, variant: str, cfg_hash: str) -> str:
-    """Return the resume key of one (record, variant, configuration)."""
-    return f'{record_id}|{variant}|{cfg_hash}'
+_CODE_VERSION: Optional[str] = None
+
+
+def code_version() -> str:
+    """A digest of the core and evaluation sources: results of other code are not reused."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        package = Path(__file__).resolve().parent.parent
+        digest = hashlib.sha256()
+        for folder in ('core', 'evaluation'):
+            for path in sorted((package / folder).glob('**/*.py')):
+                digest.update(path.relative_to(package).as_posix().encode('utf-8'))
+                digest.update(path.read_bytes())
+        _CODE_VERSION = digest.hexdigest()[:12]
+    return _CODE_VERSION
+
+
+def record_hash(record: EvalRecord) -> str:
+    """A short hash of what a record asks: image, expression, gold boxes and proposals."""
+    payload = json.dumps({
+        'image': record.image_key or record.image_path, 'expression': record.expression,
+        'golds': [b.to_list() for b in record.golds],
+        'proposals': None if record.proposals is None else [b.to_list()
+                                                            for b in record.proposals],
+        'error': record.error}, sort_keys=True)
+    return hashlib.sha256(payload.encode('utf-8')).hexdigest()[:12]
+
+
+def result_key(record: EvalRecord, variant: str, cfg_hash: str) -> str:
+    """Return the resume key of one (record, its content, variant, configuration and code)."""
+    return f'{record.id}|{record_hash(record)}|{variant}|{cfg_hash}'
 
 
 # ------------------------------------------------------------------------------ progress
@@ -354,11 +336,12 @@ class Evaluator:
 
     def __init__(self, settings: EvalSettings, grounder_factory: Callable[[], Any],
                  detector: Optional[Callable[[np.ndarray], Sequence[Box]]] = None,
-                 options_for: Callable[[Variant], Any] = grounding_options):
+                 options_for: Optional[Callable[[Variant], Any]] = None):
         self.settings = settings
         self.grounder_factory = grounder_factory
         self.detector = detector
-        self.options_for = options_for
+        run_mode = settings.config.get('relations', DEFAULT_RELATION_MODE)
+        self.options_for = options_for or (lambda v: grounding_options(v, run_mode))
         self.grounder: Any = None
         self.hashes = {v.name: config_hash(settings.config, v) for v in settings.variants}
         self.options = {}
@@ -367,7 +350,7 @@ class Evaluator:
 
     def key(self, record: EvalRecord, variant: Variant) -> str:
         """Return the resume key of *record* under *variant*."""
-        return result_key(record.id, variant.name, self.hashes[variant.name])
+        return result_key(record, variant.name, self.hashes[variant.name])
 
     def _get_grounder(self) -> Any:
         if self.grounder is None:
@@ -380,6 +363,7 @@ class Evaluator:
             'config': self.hashes[variant.name], 'split': record.split,
             'category': record.category, 'image': record.image_path,
             'expression': record.expression, 'gold_box': _box_list(record.gold),
+            'gold_boxes': [_box_list(g) for g in record.golds],
             'correct': False, 'iou': None, 'failure': None, 'detail': '', 'status': None,
             'pred_box': None, 'n_proposals': 0, 'ms': 0.0,
         }
@@ -505,8 +489,8 @@ class Evaluator:
             return self._entry(record, variant, failure=GROUNDING_PREFIX + status.lower(),
                                detail=result.message, status=status,
                                n_proposals=len(proposals))
-        iou = float(result.box.iou(gold))
-        return self._entry(record, variant, correct=bool(iou >= IOU_THRESHOLD),
+        iou = best_iou(result.box, record.golds)
+        return self._entry(record, variant, correct=is_correct(result.box, record.golds),
                            iou=round(iou, 4), status=status, pred_box=_box_list(result.box),
                            n_proposals=len(proposals))
 
@@ -520,7 +504,7 @@ class Evaluator:
 def evaluate(records: Sequence[EvalRecord], settings: EvalSettings,
              grounder_factory: Callable[[], Any],
              detector: Optional[Callable[[np.ndarray], Sequence[Box]]] = None,
-             options_for: Callable[[Variant], Any] = grounding_options) -> dict:
+             options_for: Optional[Callable[[Variant], Any]] = None) -> dict:
     """Evaluate *records* with every variant of *settings*; return the report.
 
     Results go to ``<out_dir>/results.jsonl`` (resumable), the report to ``report.json``
@@ -572,7 +556,7 @@ def build_report(records: Sequence[EvalRecord], results: Dict[str, dict],
     for variant in variants:
         entries, pending = [], 0
         for r in records:
-            entry = results.get(result_key(r.id, variant.name, hashes[variant.name]))
+            entry = results.get(result_key(r, variant.name, hashes[variant.name]))
             if entry is None:
                 pending += 1
             else:
@@ -580,7 +564,9 @@ def build_report(records: Sequence[EvalRecord], results: Dict[str, dict],
         summary = _tally(entries)
         summary['pending'] = pending
         summary['description'] = variant.description
-        summary['options'] = variant.options_dict()
+        summary['options'] = variant.options_dict(config.get('relations',
+                                                             DEFAULT_RELATION_MODE))
+        summary['relations'] = summary['options']['relations']
         summary['config_hash'] = hashes[variant.name]
         summary['failures'] = dict(sorted(Counter(
             e['failure'] for e in entries if e.get('failure')).items()))
@@ -606,15 +592,16 @@ def report_markdown(report: dict) -> str:
     for key in sorted(cfg):
         lines.append(f'- **{key}**: `{json.dumps(cfg[key], default=str)}`')
     lines += ['', f'Records (expressions): {report["records"]}, images: {report["images"]}. '
-              f'Correct means IoU >= {report["iou_threshold"]} with the gold box; '
+              f'Correct means IoU > {report["iou_threshold"]} with a gold box; '
               '"accuracy" counts failed records as wrong, "acc. (evaluated)" leaves them out.',
               '']
     lines += ['## Accuracy', '',
-              '| variant | options | accuracy | acc. (evaluated) | correct | evaluated | failed '
-              '| pending |',
-              '| --- | --- | --- | --- | --- | --- | --- | --- |']
+              '| variant | relations | options | accuracy | acc. (evaluated) | correct '
+              '| evaluated | failed | pending |',
+              '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for name, v in report['variants'].items():
-        lines.append(f'| {name} | {v["description"]} | {_fmt(v["accuracy"])} | '
+        lines.append(f'| {name} | {v["relations"]} | {v["description"]} | '
+                     f'{_fmt(v["accuracy"])} | '
                      f'{_fmt(v["accuracy_evaluated"])} | {v["correct"]} | {v["evaluated"]} | '
                      f'{v["failed"]} | {v["pending"]} |')
     variants = report['variants']

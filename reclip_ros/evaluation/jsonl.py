@@ -5,6 +5,7 @@ Each line is a JSON object::
     {"image": "rel/path.jpg",            # required, relative to --images-dir (or absolute)
      "expression": "the red mug",        # required
      "box": [x, y, w, h],                # required, gold box in pixels
+     "boxes": [[x, y, w, h], ...],       # optional, further gold boxes (any one is correct)
      "proposals": [[x, y, w, h], ...],   # optional candidate boxes
      "id": "any string",                 # optional, default "line<N>" (1-based line number)
      "category": "mug",                  # optional, for per-category accuracy
@@ -56,9 +57,11 @@ def _parse_line(obj: object, line_no: int, images_dir: Path, used_ids: set) -> E
                           **common)
     try:
         gold = Box.from_list(obj.get('box'))
+        extra = tuple(Box.from_list(b) for b in obj.get('boxes') or ())
     except (ValueError, TypeError) as exc:
         return EvalRecord(gold=None, error=BAD_BOX,
-                          detail=f'line {line_no}: "box": {exc}', **common)
+                          detail=f'line {line_no}: "box"/"boxes": {exc}', **common)
+    common['extra_golds'] = tuple(b for b in extra if b != gold)
     proposals: Optional[Tuple[Box, ...]] = None
     if obj.get('proposals') is not None:
         try:

@@ -46,14 +46,21 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def load_refs_pickle(path: os.PathLike) -> list:
-    """Load a REFER ``refs(<splitBy>).p`` file (Python 2 or 3 pickle, plain data only)."""
+    """Load a REFER ``refs(<splitBy>).p`` file (Python 2 or 3 pickle, plain data only).
+
+    Python 2 byte strings are read as UTF-8 (the REFER sentences are UTF-8 text); only a
+    file that is not valid UTF-8 falls back to Latin-1.
+    """
     data = Path(path).read_bytes()
-    try:
-        refs = _PlainUnpickler(io.BytesIO(data)).load()
-    except UnicodeDecodeError:  # Python 2 byte strings that are not ASCII
-        refs = _PlainUnpickler(io.BytesIO(data), encoding='latin1').load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise EvalDataError(f'cannot read refs file {path}: {exc}') from exc
+    refs = None
+    for encoding in ('utf-8', 'latin1'):
+        try:
+            refs = _PlainUnpickler(io.BytesIO(data), encoding=encoding).load()
+            break
+        except UnicodeDecodeError:  # not UTF-8: try Latin-1, which decodes any byte
+            continue
+        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+            raise EvalDataError(f'cannot read refs file {path}: {exc}') from exc
     if not isinstance(refs, list):
         raise EvalDataError(f'{path}: expected a list of refs, got {type(refs).__name__}')
     return refs
@@ -324,7 +331,10 @@ def reclip_datum_to_jsonl_lines(datum: dict) -> List[dict]:
         raise ValueError(f'ann_id {gold_ids} not among anns')
     out = []
     for i, sent in enumerate(datum['sentences']):
-        out.append({'id': f'{datum.get("image_id", "")}:{gold_ids[0]}:{sent.get("sent_id", i)}',
-                    'image': file_name, 'expression': str(sent['raw']).lower(),
-                    'box': list(gold[0]), 'proposals': [list(a['bbox']) for a in anns]})
+        line = {'id': f'{datum.get("image_id", "")}:{gold_ids[0]}:{sent.get("sent_id", i)}',
+                'image': file_name, 'expression': str(sent['raw']).lower(),
+                'box': list(gold[0]), 'proposals': [list(a['bbox']) for a in anns]}
+        if len(gold) > 1:  # the authors' code counts a match with any gold box as correct
+            line['boxes'] = [list(b) for b in gold[1:]]
+        out.append(line)
     return out

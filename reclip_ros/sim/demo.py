@@ -36,13 +36,11 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from reclip_ros.core.types import Box
+from reclip_ros.core.types import Box, Status
+from reclip_ros.evaluation.variants import best_iou, is_correct
 
 # GroundingResult status codes that mean "not ready yet, ask again".
-_RETRY_STATUSES = {1, 2, 5}  # NO_IMAGE, NO_PROPOSALS, DROPPED
-_STATUS_NAMES = {0: 'OK', 1: 'NO_IMAGE', 2: 'NO_PROPOSALS', 3: 'INVALID_COMMAND',
-                 4: 'BAD_IMAGE', 5: 'DROPPED', 6: 'ERROR'}
-IOU_CORRECT = 0.5
+_RETRY_STATUSES = {int(Status.NO_IMAGE), int(Status.NO_PROPOSALS), int(Status.DROPPED)}
 TARGET_COLOUR = (255, 0, 255)  # RGB of the referent's ground-truth box in the PNGs
 
 
@@ -469,13 +467,20 @@ class Outcome:
     image: Optional[str] = None
 
 
+def _status_name(code: int) -> str:
+    try:
+        return Status(int(code)).name
+    except ValueError:
+        return str(code)
+
+
 def score_answer(seed: int, expression, truth: dict, objects: list, answer: Answer) -> Outcome:
     """Compare the node's answer with the ground truth of the scene."""
     msg = answer.result
     target = objects[expression.target_index]
     out = Outcome(seed=seed, text=expression.text, category=expression.category,
                   target=target.description, target_index=expression.target_index,
-                  status=_STATUS_NAMES.get(int(msg.status), str(msg.status)),
+                  status=_status_name(msg.status),
                   message=msg.status_message,
                   attempts=answer.attempts, latency_ms=float(msg.latency_total_ms))
     out.header_matches_camera = (msg.header.frame_id == truth['frame_id'] and answer.stamp_seen
@@ -487,9 +492,9 @@ def score_answer(seed: int, expression, truth: dict, objects: list, answer: Answ
     ious = [box.iou(o.box) for o in objects]
     best = int(np.argmax(ious))
     out.chosen, out.chosen_index = objects[best].description, best
-    out.iou = float(ious[expression.target_index])
+    out.iou = best_iou(box, [target.box])
     out.confidence = float(msg.confidence)
-    out.correct = out.iou >= IOU_CORRECT
+    out.correct = is_correct(box, [target.box])
     centre = np.asarray(target.center, dtype=float)
     if msg.has_position:
         position = np.array([msg.position.x, msg.position.y, msg.position.z])

@@ -2,15 +2,13 @@
 
 For scenes ``seed .. seed + scenes - 1`` the benchmark renders the scene, writes
 unambiguous expressions with ground truth (:mod:`reclip_ros.sim.expressions`) and grounds
-each with the :class:`reclip_ros.core.grounder.Grounder` in four variants:
-
-- ``full``: ReCLIP (crop + blur region scoring and the spatial resolver);
-- ``no_relations``: region scoring of the whole expression only;
-- ``crop_only`` / ``blur_only``: the full method with one isolation method.
+each with the :class:`reclip_ros.core.grounder.Grounder` in the variants of
+:mod:`reclip_ros.evaluation.variants` (by default ``full``, ``paper``, ``no_relations``,
+``crop_only`` and ``blur_only``; the same names mean the same in every report).
 
 Proposals are the ground-truth boxes (the paper's GT-proposal setting); with
 ``--detector`` the same expressions are also grounded on the detector's boxes. A grounding
-is correct when its box has IoU >= 0.5 with the referent's box. Depth (metres) and the
+is correct when its box has IoU > 0.5 with the referent's box. Depth (metres) and the
 true intrinsics are passed, so depth-aware relations (behind, in front of, closest) work.
 
 Held-out seeds: the embedded model is trained on seeds >= 1,000,000
@@ -28,26 +26,21 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 from reclip_ros.core.types import ReclipError
+from reclip_ros.evaluation.variants import (IOU_THRESHOLD, is_correct, make_variants,
+                                            parse_variant_list)
 from reclip_ros.sim.expressions import CATEGORIES, generate_expressions
 
-VARIANTS = ('full', 'no_relations', 'crop_only', 'blur_only')
-IOU_THRESHOLD = 0.5
+VARIANTS = ('full', 'paper', 'no_relations', 'crop_only', 'blur_only')
 DEFAULT_SCENES = 50
 DEFAULT_SEED = 0
 TRAIN_SEED_START = 1_000_000
 
 
-def variant_options(name: str):
-    """The :class:`GroundingOptions` of a variant name."""
-    from reclip_ros.core.grounder import GroundingOptions
-
-    return {
-        'full': GroundingOptions(),
-        'no_relations': GroundingOptions(use_relations=False),
-        'crop_only': GroundingOptions(methods=('crop',)),
-        'blur_only': GroundingOptions(methods=('blur',)),
-    }[name]
+def variant_options(name: str, relations: str = DEFAULT_RELATION_MODE):
+    """The :class:`GroundingOptions` of a variant name in the run's relation mode."""
+    return make_variants([name])[0].grounding_options(relations)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +61,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--per-category', type=int, default=2,
                         help='at most this many expressions per category and scene (default 2)')
     parser.add_argument('--variants', default=','.join(VARIANTS),
-                        help=f'comma-separated subset of {",".join(VARIANTS)}')
+                        help=f'comma-separated variants (default {",".join(VARIANTS)}; also '
+                             'full_size_prior)')
+    parser.add_argument('--relations', default=DEFAULT_RELATION_MODE, choices=RELATION_MODES,
+                        help="relation mode of every variant but 'paper' (default: "
+                             f'{DEFAULT_RELATION_MODE})')
     parser.add_argument('--out', default='', metavar='DIR',
                         help='write results.md, results.json and expressions.jsonl here')
 
@@ -88,7 +85,8 @@ def _add(table: dict, variant: str, category: str, correct: bool) -> None:
 
 
 def evaluate(grounder, seeds, variants=VARIANTS, per_category: int = 2,
-             use_detector: bool = False, log=None, records: Optional[list] = None) -> dict:
+             use_detector: bool = False, log=None, records: Optional[list] = None,
+             relations: str = DEFAULT_RELATION_MODE) -> dict:
     """Ground every expression of every scene; return ``{setting: table}``.
 
     Settings: ``'gt'`` (ground-truth proposals) and, with *use_detector*, ``'detector'``
@@ -98,6 +96,7 @@ def evaluate(grounder, seeds, variants=VARIANTS, per_category: int = 2,
 
     settings = ['gt'] + (['detector'] if use_detector else [])
     tables = {s: empty_table(variants) for s in settings}
+    options = {v.name: v.grounding_options(relations) for v in make_variants(variants)}
     for seed in seeds:
         with TabletopScene(seed) as scene:
             frame = scene.render()
@@ -114,9 +113,8 @@ def evaluate(grounder, seeds, variants=VARIANTS, per_category: int = 2,
                     result = grounder.ground(frame.rgb, expr.text, boxes=boxes,
                                              depth_m=frame.depth, intrinsics=frame.intrinsics,
                                              frame_key=('sim', int(seed), setting),
-                                             options=variant_options(variant))
-                    correct = bool(result.ok and result.box is not None
-                                   and result.box.iou(target) >= IOU_THRESHOLD)
+                                             options=options[variant])
+                    correct = bool(result.ok and is_correct(result.box, [target]))
                     _add(tables[setting], variant, expr.category, correct)
                     record[f'{setting}:{variant}'] = {
                         'correct': correct, 'status': result.status.name,
@@ -129,6 +127,13 @@ def evaluate(grounder, seeds, variants=VARIANTS, per_category: int = 2,
             log(f'scene {seed}: {len(frame.objects)} objects, {len(expressions)} expressions; '
                 f'running {variants[0]} accuracy {full["accuracy"]:.3f} (n={full["n"]})')
     return tables
+
+
+def _modes(variants, relations: str) -> str:
+    """Which relation mode each variant ran in, e.g. 'paper for paper, extended otherwise'."""
+    modes = {v.name: v.relation_mode(relations) for v in make_variants(variants)}
+    odd = [f'{mode} for {name}' for name, mode in modes.items() if mode != relations]
+    return ', '.join(odd + [f'{relations} otherwise' if odd else relations])
 
 
 def format_table(table: dict, title: str) -> str:
@@ -153,11 +158,11 @@ def run(args: argparse.Namespace) -> int:
     if args.scenes < 1:
         print('error: --scenes must be at least 1', file=sys.stderr)
         return 2
-    variants = tuple(v.strip() for v in str(args.variants).split(',') if v.strip())
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        print(f'error: unknown variants {unknown}; choose from {", ".join(VARIANTS)}',
-              file=sys.stderr)
+    variants = tuple(parse_variant_list(args.variants))
+    try:
+        make_variants(variants)
+    except ValueError as exc:
+        print(f'error: {exc}', file=sys.stderr)
         return 2
     models = tuple(args.model or ['sim'])
     seeds = list(range(args.seed, args.seed + args.scenes))
@@ -176,13 +181,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         tables = evaluate(grounder, seeds, variants, args.per_category,
                           use_detector=bool(args.detector), records=records,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
+                          log=lambda m: print(m, file=sys.stderr, flush=True),
+                          relations=args.relations)
     finally:
         grounder.close()
     seconds = time.monotonic() - start
     header = (f'Simulation benchmark: {args.scenes} scenes (seeds {seeds[0]}..{seeds[-1]}), '
-              f'models {", ".join(models)}, accuracy in % (IoU >= {IOU_THRESHOLD}), '
-              f'{seconds:.0f} s\n')
+              f'models {", ".join(models)}, accuracy in % (IoU > {IOU_THRESHOLD}), '
+              f'relations: {_modes(variants, args.relations)}, {seconds:.0f} s\n')
     text = header + '\n' + format_table(tables['gt'], 'ground-truth proposals')
     if 'detector' in tables:
         text += '\n' + format_table(tables['detector'], f'detector proposals ({args.detector})')
