@@ -248,3 +248,21 @@ def test_save_path_numbering():
     assert save_path('out/a.png', 0, 1) == Path('out/a.png')
     assert save_path('out/a.png', 1, 3) == Path('out/a_2.png')
     assert save_path('out/a', 0, 2) == Path('out/a_1.png')
+
+
+def test_relations_flag_selects_the_mode(scene, tiny_clip_dir):
+    base = [scene['image'], '--boxes', scene['boxes'], '--model', tiny_clip_dir,
+            '--device', 'cpu', '--json', '-e', 'the blue block behind the red block',
+            '-e', 'pick up the blue block behind the red block']
+    extended = _json_lines(reclip(*base))
+    paper = _json_lines(reclip(*base, '--relations', 'paper'))
+    assert all('(relations: extended)' in r['parse'] for r in extended)
+    assert all('relation behind' in r['parse'] for r in extended)
+    assert 'command: pick up' in extended[1]['parse']
+    # the paper's code: "behind" means above; no command reduction, and a command's root
+    # verb is no entity, so the parse is not used
+    assert all('(relations: paper)' in r['parse'] for r in paper)
+    assert 'relation above' in paper[0]['parse']
+    assert 'command:' not in paper[1]['parse'] and 'no head entity' in paper[1]['parse']
+    proc = reclip(*base, '--relations', 'fancy')
+    assert proc.returncode == 2 and 'fancy' in proc.stderr

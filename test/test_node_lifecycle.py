@@ -273,3 +273,30 @@ def test_center_offset_reaches_the_grounder_and_changes_at_run_time(context, spu
     assert not refused.successful and 'center_offset' in refused.reason
     assert node.grounder.center_offset == 1.5
     assert node.get_parameter('center_offset').value == 1.5
+
+
+def test_relations_mode_is_a_dynamic_parameter(context, spun, tiny_clip_dir):
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir)))
+    client = spun(client=True)
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    assert client.wait_connected()
+    client.publish_image(boxes=scene_boxes())
+    command = 'pick up the blue block behind the red block'
+
+    def scores():
+        result = client.command(command)
+        assert result.status == GroundingResult.OK, result.status_message
+        return [round(c.score, 6) for c in result.candidates]
+
+    extended = scores()
+    ok = node.set_parameters([Parameter('relations', value='paper')])[0]
+    assert ok.successful, ok.reason
+    # paper mode scores the whole sentence (no command reduction, no head entity), extended
+    # mode the reduced command with its relation: different distributions on the same frame
+    paper = scores()
+    assert paper != extended
+    refused = node.set_parameters([Parameter('relations', value='fancy')])[0]
+    assert not refused.successful and 'relations' in refused.reason
+    assert node.get_parameter('relations').value == 'paper'
+    assert node.set_parameters([Parameter('relations', value='extended')])[0].successful
+    assert scores() == extended

@@ -45,6 +45,8 @@ def test_two_scenes_write_results(tmp_path, tiny_clip_dir, capsys):
     assert {'seed', 'text', 'category', 'target', 'gt:full'} <= set(record)
     md = (out / 'results.md').read_text()
     assert '| overall |' in md and 'no_relations' in md
+    assert '| category | full | paper | no_relations | crop_only | blur_only |' in md
+    assert 'relations: paper for paper, extended otherwise' in md
     assert 'ground-truth proposals' in capsys.readouterr().out
 
 

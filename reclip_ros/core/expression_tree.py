@@ -137,7 +137,9 @@ class ParsedExpression:
         if self.command:
             lines.append(f'command: {self.command} -> referring expression: "{self.text}"')
         if not self.has_keywords:
-            lines.append('no relation/superlative keywords: plain region scoring of the text')
+            why = ('no relation/superlative keywords' if not self.keywords
+                   else 'no head entity')
+            lines.append(f'{why}: plain region scoring of the text')
             return '\n'.join(lines)
         lines.append('keywords: ' + ', '.join(self.keywords))
         lines.extend(self.root.describe_lines())
