@@ -95,17 +95,39 @@ def image_to_array(msg: Image) -> np.ndarray:
     return array[:, :, 0] if channels == 1 else array
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
+def check_pixels(width: int, height: int, max_pixels: Optional[int]) -> None:
+    """Raise :class:`ImageConversionError` when the image is larger than *max_pixels*."""
+    if max_pixels is not None and int(width) * int(height) > int(max_pixels):
+        raise ImageConversionError(
+            f'image is {int(width)}x{int(height)} = {int(width) * int(height)} pixels; the '
+            f'limit is {int(max_pixels)} (max_image_pixels)')
+
+
+def compressed_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) from a JPEG/PNG header, without decoding the pixels (None: unknown)."""
+    import io
+
+    from PIL import Image as PILImage
+    try:
+        with PILImage.open(io.BytesIO(data)) as header:
+            return int(header.width), int(header.height)
+    except Exception:  # noqa: BLE001 - not an image PIL knows: OpenCV will say why
+        return None
+
+
+def image_to_rgb(msg: Image, max_pixels: Optional[int] = None) -> np.ndarray:
     """Return *msg* as a contiguous (H, W, 3) ``uint8`` RGB array.
 
     Colour encodings are reordered, alpha is dropped, ``mono8`` is replicated to three
     channels and ``mono16`` is scaled to 8 bits (top byte).
 
     Raises:
-        ImageConversionError: the encoding is not a colour or grey encoding, or the data
-            is malformed (see :func:`image_to_array`).
+        ImageConversionError: the encoding is not a colour or grey encoding, the image is
+            larger than *max_pixels* (checked before any pixel is copied), or the data is
+            malformed (see :func:`image_to_array`).
 
     """
+    check_pixels(msg.width, msg.height, max_pixels)
     if msg.encoding not in COLOUR_ENCODINGS:
         kind = ('is a depth encoding, not a colour encoding' if msg.encoding in IMAGE_ENCODINGS
                 else 'is an unsupported image encoding')
@@ -127,11 +149,12 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+def compressed_to_rgb(msg: CompressedImage, max_pixels: Optional[int] = None) -> np.ndarray:
     """Decode a JPEG or PNG ``CompressedImage`` to a (H, W, 3) ``uint8`` RGB array.
 
     Raises:
-        ImageConversionError: empty data, a compressed depth image, or bytes OpenCV
+        ImageConversionError: empty data, a compressed depth image, an image larger than
+            *max_pixels* (read from the JPEG/PNG header before decoding), or bytes OpenCV
             cannot decode.
 
     """
@@ -142,6 +165,10 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise ImageConversionError('compressed image has no data')
+    if max_pixels is not None:
+        size = compressed_size(bytes(msg.data))
+        if size is not None:
+            check_pixels(size[0], size[1], max_pixels)
     decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if decoded is None:
         raise ImageConversionError(
@@ -150,14 +177,15 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
-def depth_image_to_meters(msg: Image) -> np.ndarray:
+def depth_image_to_meters(msg: Image, max_pixels: Optional[int] = None) -> np.ndarray:
     """Return a depth image as float32 metres (invalid pixels NaN).
 
     Raises:
         ImageConversionError: the encoding is not ``16UC1`` (millimetres) or ``32FC1``
-            (metres), or the data is malformed.
+            (metres), the image is larger than *max_pixels*, or the data is malformed.
 
     """
+    check_pixels(msg.width, msg.height, max_pixels)
     if msg.encoding not in DEPTH_ENCODINGS:
         raise ImageConversionError(
             f'depth encoding {msg.encoding!r} is not supported; use 16UC1 (mm) or 32FC1 (m)')
@@ -241,8 +269,18 @@ def rois_to_boxes(rois: Sequence[RegionOfInterest]) -> Tuple[List[Box], int]:
 
 
 def proposals_to_boxes(msg: Proposals) -> List[Box]:
-    """Return the non-empty boxes of a ``Proposals`` message."""
-    return rois_to_boxes(msg.boxes)[0]
+    """Return the non-empty boxes of a ``Proposals`` message, best score first.
+
+    With one score per box the boxes are sorted by score (highest first, ties in message
+    order), so that ``max_proposals`` keeps the detector's best; without scores the message
+    order is kept.
+    """
+    scores = list(msg.scores)
+    pairs = [(roi, scores[i] if len(scores) == len(msg.boxes) else 0.0)
+             for i, roi in enumerate(msg.boxes)]
+    if len(scores) == len(msg.boxes):
+        pairs.sort(key=lambda pair: -float(pair[1]))
+    return rois_to_boxes([roi for roi, _ in pairs])[0]
 
 
 def camera_info_to_intrinsics(msg: CameraInfo):

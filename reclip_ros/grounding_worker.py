@@ -22,6 +22,11 @@ from reclip_ros.core.types import GroundingResult, Status
 from reclip_ros.frame_buffer import Frame, FrameHistory, LatestSlot, StampedHistory
 from reclip_ros.frame_sync import SyncSettings, choose_frame, missing_depth_note
 
+#: Statuses of results about a frame: they carry that frame's header. Every other status
+#: (NO_IMAGE, INVALID_COMMAND, DROPPED, ERROR) used no image: its header has the command's
+#: receipt stamp and an empty frame_id, and its message no frame remarks.
+FRAME_STATUSES = frozenset({Status.OK, Status.NO_PROPOSALS, Status.BAD_IMAGE})
+
 # How many recent inputs are kept: colour frames to fall back on when the newest one's
 # depth is lost or late, depth images and proposals matched to them by stamp.
 FRAME_HISTORY = 3
@@ -125,6 +130,7 @@ class GroundingWorker:
         self.intrinsics = LatestSlot()           # (CameraIntrinsics, width, height)
         self.stats = LatencyStats()
         self.busy = False
+        self._current: Optional[GroundingJob] = None
         self._last_command: Optional[str] = None
         self._last_continuous_key: Any = None
         self._last_continuous_time = 0.0
@@ -146,6 +152,40 @@ class GroundingWorker:
         values.update(self.stats.summary())
         return values
 
+    # -- inputs (any thread) -------------------------------------------------------------
+
+    def feed_image(self, frame: Frame) -> None:
+        """Store a colour frame (decoded only when a command uses it)."""
+        self.frames.put(frame)
+        self.notify_frame()
+
+    def feed_depth(self, frame: Frame) -> None:
+        """Store a depth frame, matched to colour frames by stamp."""
+        self.depth.put(frame.stamp_ns, frame)
+
+    def feed_camera_info(self, intrinsics: Any, width: int, height: int) -> None:
+        """Store the newest camera intrinsics and the image size they are for."""
+        self.intrinsics.put((intrinsics, int(width), int(height)))
+
+    def feed_proposals(self, stamp_ns: int, boxes: Any) -> None:
+        """Store the proposal boxes of the frame stamped *stamp_ns*."""
+        self.proposals.put(stamp_ns, boxes)
+
+    def submit(self, job: GroundingJob) -> None:
+        """Queue *job*; when the queue is full it gets DROPPED at once."""
+        if not self.queue.put(job):
+            self.finish(job, JobOutcome(self.failure(
+                job, Status.DROPPED,
+                f'command queue full ({self.queue.capacity} waiting; queue_size)')))
+
+    def newest_frame(self) -> Optional[Frame]:
+        """The newest colour frame, or None."""
+        return self.frames.get()
+
+    def queue_full(self) -> bool:
+        """True when a new command would be DROPPED."""
+        return len(self.queue) >= self.queue.capacity
+
     # -- thread ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -156,14 +196,30 @@ class GroundingWorker:
         self._thread = threading.Thread(target=self._run, name='reclip-worker', daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0, reason: str = 'the node was deactivated') -> None:
-        """Stop the thread (after the job in progress) and answer waiting jobs DROPPED."""
+    def stop(self, timeout: float = 30.0, reason: str = 'the node was deactivated',
+             in_flight_timeout: Optional[float] = None) -> None:
+        """Stop the thread and answer every waiting job DROPPED.
+
+        Waiting jobs are answered at once, before the job in progress ends. The job in
+        progress gets its own result when it finishes within *in_flight_timeout* seconds
+        (None: *timeout*); otherwise it is answered DROPPED now and its late result is
+        discarded (a job is completed once).
+        """
         self._stop.set()
         self.queue.wake()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
         for job in self.queue.drain():
+            self.finish(job, JobOutcome(self.failure(job, Status.DROPPED,
+                                                     f'not grounded: {reason}')))
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout if in_flight_timeout is None else in_flight_timeout)
+            current = self._current
+            if thread.is_alive() and current is not None:
+                self.finish(current, JobOutcome(self.failure(
+                    current, Status.DROPPED, f'not grounded: {reason} (grounding was still '
+                    'in progress)')))
+            self._thread = None
+        for job in self.queue.drain():  # anything that slipped in meanwhile
             self.finish(job, JobOutcome(self.failure(job, Status.DROPPED,
                                                      f'not grounded: {reason}')))
         self._last_command = None
@@ -217,6 +273,7 @@ class GroundingWorker:
     def handle(self, job: GroundingJob) -> JobOutcome:
         """Ground *job* and publish its outcome; never raises."""
         self.busy = True
+        self._current = job
         try:
             try:
                 outcome = self.process(job)
@@ -230,6 +287,7 @@ class GroundingWorker:
             return outcome
         finally:
             self.busy = False
+            self._current = None
 
     def finish(self, job: GroundingJob, outcome: JobOutcome) -> None:
         """Complete *job* with *outcome* and publish it, unless it was already completed."""
@@ -304,6 +362,15 @@ class GroundingWorker:
         result = self.grounder.ground(image, job.expression, boxes=boxes, depth_m=depth_m,
                                       intrinsics=intrinsics, frame_key=frame.key,
                                       options=self.options())
+        if result.status != Status.OK:
+            # remarks about the frame go on OK results only; a failure says what failed,
+            # and only failures about a frame keep the frame (and its header)
+            continuous = [n for n in notes[:1] if n.startswith('continuous:')]
+            if continuous:
+                result = dataclasses.replace(result,
+                                             message='; '.join(continuous + [result.message]))
+            return JobOutcome(result, frame if result.status in FRAME_STATUSES else None,
+                              wait_ms)
         notes += [n for n in (result.message, depth_note) if n]
         if notes:
             result = dataclasses.replace(result, message='; '.join(notes))

@@ -9,8 +9,11 @@ Run it with ``reclip node [--ros-args ...]`` or ``ros2 run reclip_ros reclip_nod
 from __future__ import annotations
 
 import functools
+import signal
 import sys
-from typing import Any, List, Optional, Sequence
+import threading
+import time
+from typing import Any, Optional, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -28,7 +31,8 @@ from reclip_ros.command_queue import (SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue
                                       GroundingJob, JobOutcome)
 from reclip_ros.core.types import GroundingResult, Status
 from reclip_ros.frame_buffer import Frame
-from reclip_ros.grounding_worker import DEPTH_HISTORY, GroundingWorker, WorkerSettings
+from reclip_ros.grounding_worker import (DEPTH_HISTORY, FRAME_STATUSES, GroundingWorker,
+                                        WorkerSettings)
 from reclip_ros.msg import GroundingResult as GroundingResultMsg
 from reclip_ros.msg import Proposals
 from reclip_ros.node_parameters import PARAMETERS, SPECS, validate, validate_all
@@ -60,14 +64,59 @@ class ReclipNode(Node):
         self.worker: Optional[GroundingWorker] = None
         self.last_error = ''
         self.configured = False
-        self._outputs: List[Any] = []
-        self._inputs: List[Any] = []
-        self._diagnostics_pub = None
-        self._diagnostics_timer = None
+        # Commands are let in only while active; the gate makes "check active, enqueue"
+        # atomic against deactivation, so no command is enqueued after the queue is drained.
+        self._gate = threading.Lock()
+        self._active = False
         self._input_groups = {name: MutuallyExclusiveCallbackGroup() for name in INPUTS}
         # one service call at a time: a waiting call holds one executor thread, never more
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._create_interface()
+
+    def _create_interface(self) -> None:
+        """Create every subscription, the service, the publishers and the timer, once.
+
+        They live as long as the node and are gated by its state, never destroyed by a
+        transition: destroying a subscription or service while the executor waits on it
+        crashes rclpy (ros2/rclpy#1142, ``InvalidHandle``), and a command that arrives while
+        the node is inactive must still get its DROPPED result.
+        """
+        reliable = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+        self._result_pub = self.create_publisher(GroundingResultMsg, 'grounding', COMMAND_QOS)
+        self._debug_pub = self.create_publisher(Image, 'debug_image', 1)
+        self._point_pub = self.create_publisher(PointStamped, 'target_point', reliable)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics_timer = self.create_timer(
+            self.param('diagnostics_period'), self._publish_diagnostics,
+            callback_group=self._timer_group)
+        reliability = (QoSReliabilityPolicy.RELIABLE
+                       if self.param('image_qos_reliability') == 'reliable'
+                       else QoSReliabilityPolicy.BEST_EFFORT)
+        image_qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
+                               reliability=reliability)
+        # depth images are kept by stamp: take every one that arrives, not only the newest
+        depth_qos = QoSProfile(depth=DEPTH_HISTORY, history=qos_profile_sensor_data.history,
+                               reliability=reliability)
+
+        def sub(msg_type, topic, callback, qos):
+            return self.create_subscription(msg_type, topic, callback, qos,
+                                            callback_group=self._input_groups[topic])
+
+        self._inputs = [
+            sub(Image, 'image', self._on_image, image_qos),
+            sub(String, 'command', self._on_command, COMMAND_QOS),
+            self.create_service(Ground, '~/ground', self._on_ground, qos_profile=COMMAND_QOS,
+                                callback_group=self._service_group),
+        ]
+        if self.param('subscribe_compressed'):
+            self._inputs.append(sub(CompressedImage, 'image/compressed',
+                                    self._on_compressed, image_qos))
+        if self.param('use_depth'):
+            self._inputs += [sub(Image, 'depth', self._on_depth, depth_qos),
+                             sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos)]
+        if self.param('use_proposals_topic'):
+            self._inputs.append(sub(Proposals, 'proposals', self._on_proposals, 10))
 
     def executor_threads(self) -> int:
         """Threads a multi-threaded executor needs so every callback group can run at once.
@@ -128,7 +177,9 @@ class ReclipNode(Node):
                     detector_score_threshold=self.param('detector_score_threshold'),
                     detector_top_k=self.param('detector_top_k'),
                     center_offset=self.param('center_offset'),
-                    relations=self.param('relations'))
+                    relations=self.param('relations'),
+                    max_proposals=self.param('max_proposals'),
+                    max_image_pixels=self.param('max_image_pixels'))
                 self.get_logger().info(f'loading models {list(config.models)} on '
                                        f'{config.device} (detector {config.detector!r})')
                 self.grounder = Grounder.from_config(config)
@@ -140,83 +191,47 @@ class ReclipNode(Node):
             self._release()
             return FAILURE
         self.last_error = ''
-        reliable = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-        self._result_pub = self.create_lifecycle_publisher(GroundingResultMsg, 'grounding',
-                                                           COMMAND_QOS)
-        self._debug_pub = self.create_lifecycle_publisher(Image, 'debug_image', 1)
-        self._point_pub = self.create_lifecycle_publisher(
-            PointStamped, 'target_point', reliable)
-        self._outputs = [self._result_pub, self._debug_pub, self._point_pub]
         settings = WorkerSettings(max_expression_chars=self.param('max_expression_chars'),
                                   has_detector=bool(self.param('detector')))
         self._update_settings(settings)
         self.worker = GroundingWorker(
             self.grounder, CommandQueue(self.param('queue_size')), self._publish,
             self._now_ns, settings, options=self._options, log_error=self.get_logger().error)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._diagnostics_timer = self.create_timer(
-            self.param('diagnostics_period'), self._publish_diagnostics,
-            callback_group=self._timer_group)
         self.configured = True
         self.get_logger().info(f'configured: models {self.grounder.model_names} on '
                                f'{self.grounder.device}')
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Subscribe to the inputs, offer ``~/ground`` and start the worker."""
+        """Start the worker and let inputs and commands in."""
         if self.grounder is not None:
             self.grounder.restore()  # back to the GPU after a deactivation
-        reliability = (QoSReliabilityPolicy.RELIABLE
-                       if self.param('image_qos_reliability') == 'reliable'
-                       else QoSReliabilityPolicy.BEST_EFFORT)
-        image_qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
-                               reliability=reliability)
-        # depth images are kept by stamp: take every one that arrives, not only the newest
-        depth_qos = QoSProfile(depth=DEPTH_HISTORY, history=qos_profile_sensor_data.history,
-                               reliability=reliability)
-
-        def sub(msg_type, topic, callback, qos):
-            return self.create_subscription(msg_type, topic, callback, qos,
-                                            callback_group=self._input_groups[topic])
-
-        self._inputs = [
-            sub(Image, 'image', self._on_image, image_qos),
-            sub(String, 'command', self._on_command, COMMAND_QOS),
-            self.create_service(Ground, '~/ground', self._on_ground, qos_profile=COMMAND_QOS,
-                                callback_group=self._service_group),
-        ]
-        if self.param('subscribe_compressed'):
-            self._inputs.append(sub(CompressedImage, 'image/compressed',
-                                    self._on_compressed, image_qos))
-        if self.param('use_depth'):
-            self._inputs += [sub(Image, 'depth', self._on_depth, depth_qos),
-                             sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos)]
-        if self.param('use_proposals_topic'):
-            self._inputs.append(sub(Proposals, 'proposals', self._on_proposals, 10))
         self.worker.start()
+        with self._gate:
+            self._active = True
         self.get_logger().info('active: listening on '
                                f'{self.resolve_topic_name("image")} and '
                                f'{self.resolve_topic_name("command")}')
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop listening (waiting commands are answered DROPPED); free GPU memory.
+        """Stop taking commands; the command in progress finishes, waiting ones get DROPPED.
 
         The models stay loaded: on CUDA their weights move to host memory until the next
         activation, so an inactive node holds no GPU memory and reactivates in seconds.
         """
-        self._stop_inputs()
+        self._stop_worker('the node was deactivated')
         if self.grounder is not None and self.grounder.offload():
             self.get_logger().info('inactive: models moved to host memory, GPU memory freed')
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Free the models (and GPU memory) and the publishers."""
+        """Free the models (and GPU memory)."""
         self._release()
         return SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop and free everything from any state."""
+        """Stop and free everything from any state, fast (see :meth:`release`)."""
         self.release()
         return SUCCESS
 
@@ -225,29 +240,24 @@ class ReclipNode(Node):
         self.get_logger().error('error processing: releasing models')
         return self.on_shutdown(state)
 
-    def release(self) -> None:
-        """Stop the worker and free models and publishers (used at process exit)."""
-        self._stop_inputs()
+    def release(self, reason: str = 'the node is shutting down',
+                in_flight_timeout: float = 1.0) -> None:
+        """Stop the worker and free the models (shutdown transition, process exit).
+
+        Waiting commands get DROPPED at once; the command in progress gets its result if it
+        finishes within *in_flight_timeout* seconds, else DROPPED (its late result is never
+        published: every command has exactly one).
+        """
+        self._stop_worker(reason, in_flight_timeout)
         self._release()
 
-    def _stop_inputs(self) -> None:
-        for entity in self._inputs:
-            if isinstance(entity, rclpy.service.Service):
-                self.destroy_service(entity)
-            else:
-                self.destroy_subscription(entity)
-        self._inputs = []
+    def _stop_worker(self, reason: str, in_flight_timeout: Optional[float] = None) -> None:
+        with self._gate:
+            self._active = False
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.stop(reason=reason, in_flight_timeout=in_flight_timeout)
 
     def _release(self) -> None:
-        for pub in self._outputs:
-            self.destroy_lifecycle_publisher(pub)
-        self._outputs = []
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-            self.destroy_publisher(self._diagnostics_pub)
-            self._diagnostics_timer = self._diagnostics_pub = None
         self.worker = None
         if self.grounder is not None:
             self.grounder.close()
@@ -260,47 +270,67 @@ class ReclipNode(Node):
         return self.get_clock().now().nanoseconds
 
     def _frame(self, msg: Any, decoder) -> Frame:
+        max_pixels = self.param('max_image_pixels')
         return Frame(conv.stamp_to_ns(msg.header.stamp), self._now_ns(), msg.header,
-                     functools.partial(decoder, msg))
+                     functools.partial(decoder, msg, max_pixels=max_pixels))
+
+    def _active_worker(self) -> Optional[GroundingWorker]:
+        worker = self.worker
+        return worker if self._active and worker is not None else None
 
     def _on_image(self, msg: Image) -> None:
-        self.worker.frames.put(self._frame(msg, conv.image_to_rgb))
-        self.worker.notify_frame()
+        worker = self._active_worker()
+        if worker is not None:
+            worker.feed_image(self._frame(msg, conv.image_to_rgb))
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        self.worker.frames.put(self._frame(msg, conv.compressed_to_rgb))
-        self.worker.notify_frame()
+        worker = self._active_worker()
+        if worker is not None:
+            worker.feed_image(self._frame(msg, conv.compressed_to_rgb))
 
     def _on_depth(self, msg: Image) -> None:
-        frame = self._frame(msg, conv.depth_image_to_meters)
-        self.worker.depth.put(frame.stamp_ns, frame)
+        worker = self._active_worker()
+        if worker is not None:
+            worker.feed_depth(self._frame(msg, conv.depth_image_to_meters))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        worker = self._active_worker()
+        if worker is None:
+            return
         try:
             intrinsics = conv.camera_info_to_intrinsics(msg)
         except ValueError as exc:
             self.get_logger().warning(str(exc), throttle_duration_sec=10.0)
             return
-        self.worker.intrinsics.put((intrinsics, int(msg.width), int(msg.height)))
+        worker.feed_camera_info(intrinsics, int(msg.width), int(msg.height))
 
     def _on_proposals(self, msg: Proposals) -> None:
+        worker = self._active_worker()
+        if worker is None:
+            return
         try:
             boxes = conv.proposals_to_boxes(msg)
         except ValueError as exc:
             self.get_logger().warning(f'bad Proposals message: {exc}',
                                       throttle_duration_sec=10.0)
             return
-        self.worker.proposals.put(conv.stamp_to_ns(msg.header.stamp), boxes)
+        worker.feed_proposals(conv.stamp_to_ns(msg.header.stamp), boxes)
 
-    def _enqueue(self, job: GroundingJob) -> None:
-        worker = self.worker
-        if not worker.queue.put(job):
-            worker.finish(job, JobOutcome(worker.failure(
-                job, Status.DROPPED,
-                f'command queue full ({worker.queue.capacity} waiting; queue_size)')))
+    def _submit(self, job: GroundingJob) -> None:
+        """Queue *job*, or answer it DROPPED at once when the node is not active."""
+        with self._gate:
+            worker = self._active_worker()
+            if worker is not None:
+                worker.submit(job)
+                return
+        state = 'inactive' if self.configured else 'unconfigured'
+        outcome = JobOutcome(GroundingResult.failure(
+            job.expression, Status.DROPPED, f'not grounded: the node is {state}'))
+        if job.complete(outcome):
+            self._publish(job, outcome)
 
     def _on_command(self, msg: String) -> None:
-        self._enqueue(GroundingJob(msg.data, SOURCE_TOPIC, self._now_ns()))
+        self._submit(GroundingJob(msg.data, SOURCE_TOPIC, self._now_ns()))
 
     def _on_ground(self, request: Ground.Request, response: Ground.Response):
         job = GroundingJob(request.expression, SOURCE_SERVICE, self._now_ns())
@@ -308,31 +338,34 @@ class ReclipNode(Node):
             job.frame = self._frame(request.image, conv.image_to_rgb)
         if request.boxes:
             job.boxes = conv.rois_to_boxes(request.boxes)[0]
-        worker = self.worker
-        if worker is None or not worker.running:
-            job.complete(JobOutcome(GroundingResult.failure(
-                job.expression, Status.DROPPED, 'not grounded: the node is not active')))
-        else:
-            self._enqueue(job)
-            timeout = self.param('service_timeout')
-            if job.wait(timeout) is None:
-                worker.finish(job, JobOutcome(worker.failure(
-                    job, Status.ERROR, f'no result within service_timeout={timeout:g} s')))
-        response.result = self._to_msg(job, job.wait(0))
+        self._submit(job)
+        timeout = self.param('service_timeout')
+        outcome = job.wait(timeout)
+        if outcome is None:
+            outcome = JobOutcome(GroundingResult.failure(
+                job.expression, Status.ERROR, f'no result within service_timeout={timeout:g} s'))
+            if job.complete(outcome):
+                self._publish(job, outcome)
+            outcome = job.wait(0)
+        response.result = self._to_msg(job, outcome)
         return response
 
     # -- outputs (worker thread) -----------------------------------------------------------
 
     def _to_msg(self, job: GroundingJob, outcome: JobOutcome) -> GroundingResultMsg:
         result, frame = outcome.result, outcome.frame
+        if result.status not in FRAME_STATUSES:
+            frame = None  # the header rule: only statuses about a frame carry its header
         width = height = 0
         if frame is not None and result.status == Status.OK:
             height, width = frame.decode().shape[:2]
         header = frame.header if frame is not None else Header(
             stamp=conv.ns_to_stamp(job.received_ns))
-        return conv.result_to_msg(result, header, width, height,
-                                  max_candidates=self.param('max_candidates'),
-                                  queue_wait_ms=outcome.queue_wait_ms)
+        msg = conv.result_to_msg(result, header, width, height,
+                                 max_candidates=self.param('max_candidates'),
+                                 queue_wait_ms=outcome.queue_wait_ms)
+        msg.latency_receipt_to_publish_ms = float(job.queue_wait_ms())
+        return msg
 
     def _publish(self, job: GroundingJob, outcome: JobOutcome) -> None:
         msg = self._to_msg(job, outcome)
@@ -350,9 +383,9 @@ class ReclipNode(Node):
 
     def _publish_diagnostics(self) -> None:
         worker, grounder = self.worker, self.grounder
-        if worker is None or grounder is None or self._diagnostics_pub is None:
+        if worker is None or grounder is None:
             return
-        frame = worker.frames.get()
+        frame = worker.newest_frame()
         values = {'device': grounder.device, 'models': grounder.model_names,
                   'detector': self.param('detector') or '(proposals topic only)',
                   'continuous': self.param('continuous')}
@@ -360,7 +393,7 @@ class ReclipNode(Node):
         level, message = DiagnosticStatus.OK, 'ok'
         if worker.running and frame is None:
             level, message = DiagnosticStatus.WARN, 'no image received yet'
-        elif len(worker.queue) >= worker.queue.capacity:
+        elif worker.queue_full():
             level, message = DiagnosticStatus.WARN, 'command queue full'
         status = conv.diagnostic_status(f'{self.get_name()}: grounding', grounder.device,
                                         level[0], message, values)
@@ -369,43 +402,84 @@ class ReclipNode(Node):
         self._diagnostics_pub.publish(array)
 
 
+class _StopSignals:
+    """SIGINT and SIGTERM ask the spin loop to stop (the process exits with code 0).
+
+    rclpy's own handler would shut the context down at once, so the results of waiting
+    commands could no longer be published ("publisher's context is invalid"); here the
+    node first answers them, then shuts down. A second signal exits at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._previous = {}
+
+    def __enter__(self) -> _StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested.is_set():
+            raise KeyboardInterrupt
+        self.requested.set()
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the node until shutdown; configure and activate it when ``autostart`` is true."""
+    """Run the node until SIGINT/SIGTERM; configure and activate it when ``autostart`` is true.
+
+    On a signal the node stops within about a second: waiting commands are answered
+    DROPPED, the command in progress gets its result if it ends within a second (else
+    DROPPED), the models are released, and the process exits with code 0.
+    """
+    from rclpy.signals import SignalHandlerOptions
     args = ['reclip_node'] + list(sys.argv[1:] if argv is None else argv)
     try:
-        rclpy.init(args=args)
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # noqa: BLE001 - rcl reports malformed --ros-args this way
         print(f'error: invalid ROS arguments {args[1:]}: {exc} (an empty string parameter '
               "is written -p \"detector:=''\")", file=sys.stderr)
         return 2
-    try:
-        node = ReclipNode()
-    except Exception as exc:  # noqa: BLE001 - e.g. a parameter override of the wrong type
-        print(f'error: cannot start the node: {type(exc).__name__}: {exc}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=node.executor_threads())
-    executor.add_node(node)
-    code = 0
-    try:
-        if node.param('autostart'):
-            if node.trigger_configure() == SUCCESS:
-                node.trigger_activate()
-            else:
-                node.get_logger().error('autostart: configure failed; the node stays '
-                                        'unconfigured (fix the parameters and configure again)')
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
+    with _StopSignals() as stop:
         try:
-            node.release()
-        except Exception as exc:  # noqa: BLE001 - best effort at exit
-            print(f'reclip_node: shutdown: {exc}', file=sys.stderr)
-            code = 1
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+            node = ReclipNode()
+        except Exception as exc:  # noqa: BLE001 - e.g. a parameter override of the wrong type
+            print(f'error: cannot start the node: {type(exc).__name__}: {exc}',
+                  file=sys.stderr)
+            rclpy.try_shutdown()
+            return 2
+        executor = MultiThreadedExecutor(num_threads=node.executor_threads())
+        executor.add_node(node)
+        code = 0
+        try:
+            if node.param('autostart') and not stop.requested.is_set():
+                if node.trigger_configure() == SUCCESS:
+                    node.trigger_activate()
+                else:
+                    node.get_logger().error('autostart: configure failed; the node stays '
+                                            'unconfigured (fix the parameters and configure '
+                                            'again)')
+            while not stop.requested.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            start = time.monotonic()
+            try:
+                node.release(reason='the node is shutting down')
+            except Exception as exc:  # noqa: BLE001 - best effort at exit
+                print(f'reclip_node: shutdown: {exc}', file=sys.stderr)
+                code = 1
+            executor.shutdown(timeout_sec=0.5)
+            node.destroy_node()
+            rclpy.try_shutdown()
+            print(f'reclip_node: stopped in {time.monotonic() - start:.2f} s', file=sys.stderr)
     return code
 
 

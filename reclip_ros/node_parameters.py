@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from reclip_ros.core.grounder import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS
 from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 
 DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
@@ -67,6 +68,13 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   on_configure=True, min_value=1, max_value=1000),
     ParameterSpec('max_expression_chars', 1000, 'longer commands give INVALID_COMMAND',
                   on_configure=True, min_value=1, max_value=100000),
+    ParameterSpec('max_proposals', DEFAULT_MAX_PROPOSALS, 'the most proposal boxes one '
+                  'command uses (from the proposals topic, the service or the detector); '
+                  'more are left out, best score first, and status_message says how many',
+                  on_configure=True, min_value=1, max_value=10000),
+    ParameterSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS, 'larger colour or depth '
+                  'images (width x height) give BAD_IMAGE, checked before decoding (JPEG/PNG: '
+                  'from the header)', min_value=4, max_value=1 << 30),
     # -- grounding (take effect on the next command) ------------------------------------
     ParameterSpec('size_prior', 0.0, 'boxes with area <= this fraction of the image get '
                   'probability 0 (0 disables; the paper uses 0.05)',
@@ -106,18 +114,19 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   read_only=True),
     ParameterSpec('queue_size', 10, 'commands waiting at most; more give DROPPED',
                   on_configure=True, min_value=1, max_value=1000),
+    # -- interface (created once at start-up, for the node's whole life) -----------------
     ParameterSpec('subscribe_compressed', False,
-                  'also subscribe `image/compressed` (JPEG/PNG)', on_configure=True),
+                  'also subscribe `image/compressed` (JPEG/PNG)', read_only=True),
     ParameterSpec('use_depth', True, 'subscribe `depth` and `camera_info` for 3D points and '
-                  'depth-aware relations', on_configure=True),
+                  'depth-aware relations', read_only=True),
     ParameterSpec('use_proposals_topic', True, 'subscribe `proposals` (external boxes)',
-                  on_configure=True),
+                  read_only=True),
     ParameterSpec('image_qos_reliability', 'best_effort',
                   "reliability of the image subscriptions: 'best_effort' (sensor data, "
-                  "matches any publisher) or 'reliable'", on_configure=True,
+                  "matches any publisher) or 'reliable'", read_only=True,
                   choices=('best_effort', 'reliable')),
     ParameterSpec('diagnostics_period', 1.0, 'seconds between /diagnostics messages',
-                  on_configure=True, min_value=0.1, max_value=60.0),
+                  read_only=True, min_value=0.1, max_value=60.0),
 )
 
 SPECS: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}

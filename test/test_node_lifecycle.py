@@ -92,8 +92,12 @@ def test_full_lifecycle(context, spun, tiny_clip_dir):
     assert node.grounder.device == 'cpu'
     assert node.grounder.model_names == [tiny_clip_dir]
     rss_configured = rss_kb(__import__('os').getpid())
-    # inactive: nothing subscribed yet
-    assert client.command_pub.get_subscription_count() == 0
+    # inactive: the interface exists for the node's whole life; commands are answered
+    assert client.wait_connected()
+    inactive = client.command('the red block')
+    assert inactive.status == GroundingResult.DROPPED
+    assert inactive.status_message == 'not grounded: the node is inactive'
+    assert inactive.header.frame_id == ''
 
     assert node.trigger_activate() == SUCCESS
     assert state_label(client) == 'active'
@@ -107,8 +111,10 @@ def test_full_lifecycle(context, spun, tiny_clip_dir):
 
     assert node.trigger_deactivate() == SUCCESS
     assert state_label(client) == 'inactive'
-    assert wait_until(lambda: client.command_pub.get_subscription_count() == 0, 10.0)
-    assert wait_until(lambda: not client.ground.service_is_ready(), 10.0)
+    # still subscribed and offering ~/ground: both answer DROPPED while inactive
+    assert client.command('the red block').status == GroundingResult.DROPPED
+    request = Ground.Request(expression='the red block')
+    assert client.call(request).result.status == GroundingResult.DROPPED
     assert node.grounder is not None, 'deactivate keeps the models loaded'
 
     # activate again: the same models answer again

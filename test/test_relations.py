@@ -203,3 +203,32 @@ def test_single_box_matrices_are_zero():
         assert relation_matrix(kind, one).tolist() == [[0.0]]
     assert between_tensor(one).shape == (1, 1, 1)
     assert between_tensor(one).sum() == 0
+
+
+def _random_boxes(n, seed=0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 600, size=(n, 2))
+    wh = rng.uniform(5, 80, size=(n, 2))
+    return [Box(float(x), float(y), float(w), float(h)) for (x, y), (w, h) in zip(xy, wh)]
+
+
+def test_between_on_index_subsets_is_a_slice_of_the_full_tensor():
+    boxes = _random_boxes(9, seed=3)
+    full = between_tensor(boxes)
+    first, second = [0, 2, 5, 8], [1, 2, 7]
+    np.testing.assert_allclose(between_tensor(boxes, first=first, second=second),
+                               full[:, first][:, :, second])
+
+
+def test_between_over_the_top_k_is_exact_for_few_boxes_and_bounded_for_many():
+    from reclip_ros.core.relations import between_new, box_geometry
+    boxes = _random_boxes(12, seed=4)
+    rng = np.random.default_rng(5)
+    a, b = rng.dirichlet(np.ones(12)), rng.dirichlet(np.ones(12))
+    exact = np.einsum('ijk,j,k->i', between_tensor(boxes), a, b)
+    np.testing.assert_allclose(between_new(box_geometry(boxes), a, b, top_k=16), exact)
+    # 2000 boxes: the dense tensor would be 2000**3 doubles (64 GB); this is 2000 x 16 x 16
+    many = _random_boxes(2000, seed=6)
+    p = rng.dirichlet(np.ones(2000))
+    new = between_new(box_geometry(many), p, p, top_k=16)
+    assert new.shape == (2000,) and np.all(np.isfinite(new)) and new.max() > 0

@@ -27,6 +27,10 @@ from reclip_ros.core.types import (Box, Candidate, GroundingResult, ReclipError,
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ('openai/clip-vit-base-patch32',)
+#: The most proposal boxes one grounding uses (bounds the work one message can cause).
+DEFAULT_MAX_PROPOSALS = 100
+#: The largest image accepted, in pixels (4096 x 4096, about 16.8 MP).
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_DETECTOR = 'google/owlv2-base-patch16-ensemble'
 
 
@@ -55,6 +59,10 @@ class GrounderConfig:
             centre; see :func:`reclip_ros.core.geometry.lift_box_center`).
         relations: the relation mode, 'extended' (this project's semantics) or 'paper'
             (the authors' public code exactly); see :mod:`reclip_ros.core.relation_kinds`.
+        max_proposals: the most proposal boxes one grounding uses; further boxes (after the
+            detector's NMS and score order, or the given order) are left out and the
+            result's message says how many.
+        max_image_pixels: larger images give BAD_IMAGE naming the limit.
     """
 
     models: Tuple[str, ...] = DEFAULT_MODELS
@@ -75,9 +83,13 @@ class GrounderConfig:
     detector_top_k: int = 30
     center_offset: float = 0.6
     relations: str = DEFAULT_RELATION_MODE
+    max_proposals: int = DEFAULT_MAX_PROPOSALS
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         check_mode(self.relations)
+        if self.max_proposals < 1 or self.max_image_pixels < 4:
+            raise ValueError('max_proposals must be >= 1 and max_image_pixels >= 4')
 
 
 @dataclass(frozen=True)
@@ -145,10 +157,19 @@ def softmax_with_size_prior(logits: np.ndarray, areas: np.ndarray, image_area: f
     return p / total
 
 
-def validate_image(image: object) -> np.ndarray:
+def check_image_size(width: int, height: int, max_pixels: int) -> None:
+    """Raise ValueError when a *width* x *height* image exceeds *max_pixels*."""
+    if int(width) * int(height) > int(max_pixels):
+        raise ValueError(f'image is {int(width)}x{int(height)} = {int(width) * int(height)} '
+                         f'pixels; the limit is {int(max_pixels)} (max_image_pixels)')
+
+
+def validate_image(image: object, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Return *image* as a contiguous uint8 (H, W, 3) RGB array or raise ValueError."""
     if not isinstance(image, np.ndarray):
         raise ValueError(f'image must be a numpy array, got {type(image).__name__}')
+    if image.ndim >= 2:
+        check_image_size(image.shape[1], image.shape[0], max_pixels)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
@@ -195,11 +216,14 @@ class Grounder:
         max_expression_chars: longer expressions are rejected.
         center_offset: see :class:`GrounderConfig` (0 here: the visible-surface point).
         relations: the default relation mode ('extended' or 'paper').
+        max_proposals, max_image_pixels: see :class:`GrounderConfig`.
     """
 
     def __init__(self, scorer, parser, resolver=None, proposals=None, size_prior: float = 0.0,
                  max_expression_chars: int = 1000, center_offset: float = 0.0,
-                 relations: str = DEFAULT_RELATION_MODE) -> None:
+                 relations: str = DEFAULT_RELATION_MODE,
+                 max_proposals: int = DEFAULT_MAX_PROPOSALS,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if resolver is None:
             from reclip_ros.core.resolver import SpatialResolver
             resolver = SpatialResolver()
@@ -211,6 +235,8 @@ class Grounder:
         self.max_expression_chars = int(max_expression_chars)
         self.center_offset = float(center_offset)
         self.relations = check_mode(relations)
+        self.max_proposals = int(max_proposals)
+        self.max_image_pixels = int(max_image_pixels)
 
     @classmethod
     def from_config(cls, config: GrounderConfig) -> Grounder:
@@ -243,7 +269,9 @@ class Grounder:
                 top_k=config.detector_top_k)
         return cls(scorer, parser, proposals=proposals, size_prior=config.size_prior,
                    max_expression_chars=config.max_expression_chars,
-                   center_offset=config.center_offset, relations=config.relations)
+                   center_offset=config.center_offset, relations=config.relations,
+                   max_proposals=config.max_proposals,
+                   max_image_pixels=config.max_image_pixels)
 
     @property
     def device(self) -> str:
@@ -330,7 +358,7 @@ class Grounder:
         if problem:
             return fail(Status.INVALID_COMMAND, problem)
         try:
-            image = validate_image(image)
+            image = validate_image(image, self.max_image_pixels)
         except ValueError as exc:
             return fail(Status.BAD_IMAGE, str(exc))
         height, width = image.shape[:2]
@@ -367,6 +395,11 @@ class Grounder:
             return fail(Status.NO_PROPOSALS, why, parse_text)
 
         notes: List[str] = []
+        if len(proposal_boxes) > self.max_proposals:
+            notes.append(f'{len(proposal_boxes) - self.max_proposals} of '
+                          f'{len(proposal_boxes)} proposal boxes left out (max_proposals='
+                          f'{self.max_proposals})')
+            proposal_boxes = proposal_boxes[:self.max_proposals]
         box_depths = None
         if depth_m is not None:
             box_depths, depth_note = self._box_depths(depth_m, proposal_boxes, width, height)

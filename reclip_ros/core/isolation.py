@@ -107,7 +107,12 @@ def resize_square(image: np.ndarray, size: int, resample: int = BICUBIC) -> np.n
 def to_model_input(images: Sequence[np.ndarray], size: int, mean: Sequence[float],
                    std: Sequence[float], resample: int = BICUBIC) -> np.ndarray:
     """Square-resize and normalise isolated images into a float32 NCHW batch."""
-    batch = np.stack([resize_square(im, size, resample)
-                      for im in images]).astype(np.float32) / 255.0
+    return normalise_batch([resize_square(im, size, resample) for im in images], mean, std)
+
+
+def normalise_batch(resized: Sequence[np.ndarray], mean: Sequence[float],
+                    std: Sequence[float]) -> np.ndarray:
+    """Normalise square-resized uint8 RGB images into a float32 NCHW batch."""
+    batch = np.stack(resized).astype(np.float32) / 255.0
     batch = (batch - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from reclip_ros.core.isolation import (DEFAULT_BLUR_SIGMA, ISOLATION_METHODS, blur_frame,
-                                       isolate_blur, isolate_crop, to_model_input)
+                                       isolate_blur, isolate_crop, normalise_batch,
+                                       resize_square)
 from reclip_ros.core.types import Box
 
 PROMPT_PREFIX = 'a photo of '
@@ -221,6 +222,25 @@ class RegionScorer:
             out['blur'] = [isolate_blur(image, blurred, b) for b in boxes]
         return out
 
+    def model_inputs(self, image: np.ndarray, boxes: Sequence[Box]) -> Dict[tuple, np.ndarray]:
+        """Every box isolated with every method, as one normalised batch per input spec.
+
+        Rows are method-major (all crops, then all blurs). Each isolation is resized to the
+        models' input size as soon as it is made, so at most one full-size isolation exists
+        at a time: memory does not grow with the frame size times the number of boxes.
+        """
+        specs = list(dict.fromkeys(_input_spec(m) for m in self.models))
+        resized: Dict[tuple, list] = {spec: [] for spec in specs}
+        blurred = blur_frame(image, self.blur_sigma) if 'blur' in self.methods else None
+        for method in self.methods:
+            for box in boxes:
+                isolated = (isolate_crop(image, box) if method == 'crop'
+                            else isolate_blur(image, blurred, box))
+                for spec in specs:
+                    resized[spec].append(resize_square(isolated, spec[0], spec[3]))
+                del isolated
+        return {spec: normalise_batch(resized[spec], spec[1], spec[2]) for spec in specs}
+
     def chunk_size(self, total: int) -> int:
         """Images per forward pass for *total* images: balanced chunks of <= batch_size.
 
@@ -254,14 +274,7 @@ class RegionScorer:
                                image_encoding_ms=0.0, from_cache=True)
 
         start = time.perf_counter()
-        isolated = self.isolated_images(image, box_tuple)
-        order = [(m, i) for m in self.methods for i in range(len(box_tuple))]
-        flat = [isolated[m][i] for m, i in order]
-        batches = {}  # preprocessing shared by models with the same input spec
-        for model in self.models:
-            spec = _input_spec(model)
-            if spec not in batches and flat:
-                batches[spec] = to_model_input(flat, *spec)
+        batches = self.model_inputs(image, box_tuple) if box_tuple else {}
         isolation_ms = (time.perf_counter() - start) * 1000.0
 
         start = time.perf_counter()

@@ -213,7 +213,9 @@ def relation_matrix(kind: str, boxes: Union[BoxesLike, BoxGeometry],
     raise ValueError(f'unknown relation {kind!r}; known: {known}')
 
 
-def between_tensor(boxes: Union[BoxesLike, BoxGeometry], width: float = 0.5) -> np.ndarray:
+def between_tensor(boxes: Union[BoxesLike, BoxGeometry], width: float = 0.5,
+                   first: Optional[Sequence[int]] = None,
+                   second: Optional[Sequence[int]] = None) -> np.ndarray:
     """Return ``B[i, j, k]``: how much box i lies between boxes j and k (soft, symmetric in j, k).
 
     The centre of i is projected on the segment from the centre of j to the centre of k:
@@ -221,12 +223,18 @@ def between_tensor(boxes: Union[BoxesLike, BoxGeometry], width: float = 0.5) -> 
     exp(-(d / (width * L))**2)`` with d the distance of i's centre from the segment line and
     L the segment length. ``B`` is 0 whenever two of i, j, k are the same box or j and k
     share a centre.
+
+    *first* and *second* restrict j and k to those box indices (the result then has shape
+    (N, len(first), len(second))), so memory grows with N, not N**3.
     """
     geom = boxes if isinstance(boxes, BoxGeometry) else box_geometry(boxes)
+    n = len(geom)
+    js = np.arange(n) if first is None else np.asarray(first, dtype=np.int64)
+    ks = np.arange(n) if second is None else np.asarray(second, dtype=np.int64)
     c = np.stack([geom.cx, geom.cy], axis=1)                   # (N, 2)
-    seg = c[None, :, :] - c[:, None, :]                        # seg[j, k] = c_k - c_j
-    length2 = np.sum(seg ** 2, axis=-1)                        # (N, N)
-    rel = c[:, None, :] - c[None, :, :]                        # rel[i, j] = c_i - c_j
+    seg = c[None, ks, :] - c[js, None, :]                      # seg[j, k] = c_k - c_j
+    length2 = np.sum(seg ** 2, axis=-1)                        # (J, K)
+    rel = c[:, None, :] - c[None, js, :]                       # rel[i, j] = c_i - c_j
     # t[i, j, k] = (c_i - c_j) . (c_k - c_j) / |c_k - c_j|^2
     dot = np.einsum('ijd,jkd->ijk', rel, seg)
     safe_len2 = np.where(length2 > 0, length2, 1.0)
@@ -237,12 +245,29 @@ def between_tensor(boxes: Union[BoxesLike, BoxGeometry], width: float = 0.5) -> 
     scale = np.maximum(width * length, 1e-6)[None, :, :]
     out = np.where((t > 0) & (t < 1) & (length2 > 0)[None, :, :],
                    np.exp(-(perp / scale) ** 2), 0.0)
-    n = len(geom)
     idx = np.arange(n)
-    out[idx, idx, :] = 0.0
-    out[idx, :, idx] = 0.0
-    out[:, idx, idx] = 0.0
+    out *= (idx[:, None] != js[None, :])[:, :, None]           # i == j
+    out *= (idx[:, None] != ks[None, :])[:, None, :]           # i == k
+    out *= (js[:, None] != ks[None, :])[None, :, :]            # j == k
     return out
+
+
+def between_new(geom: BoxGeometry, first: np.ndarray, second: np.ndarray,
+                width: float = 0.5, top_k: int = 16) -> np.ndarray:
+    """``new(i) = sum_jk B(i, j, k) first(j) second(k)`` over the top-k boxes of each argument.
+
+    j and k range over the *top_k* most probable boxes of *first* and *second* (all of them
+    when N <= top_k, where the result is exact); memory is N x top_k**2 instead of N**3.
+    """
+    def top(p: np.ndarray) -> np.ndarray:
+        order = np.argsort(-p, kind='stable')[:top_k]
+        return np.sort(order[p[order] > 0])
+
+    a, b = top(first), top(second)
+    if a.size == 0 or b.size == 0:
+        return np.zeros(len(geom))
+    tensor = between_tensor(geom, width, a, b)
+    return np.einsum('ijk,j,k->i', tensor, first[a], second[b])
 
 
 def middle_matrix(boxes: Union[BoxesLike, BoxGeometry],

@@ -41,7 +41,7 @@ from reclip_ros.core.relation_kinds import PAPER, box_relation
 from reclip_ros.core.relations import (
     BoxesLike,
     BoxGeometry,
-    between_tensor,
+    between_new,
     box_geometry,
     middle_matrix,
     order_key,
@@ -100,7 +100,6 @@ class _Frame:
         self.near_scale = near_scale
         self.between_width = between_width
         self._matrices: Dict[str, np.ndarray] = {}
-        self._between: Optional[np.ndarray] = None
 
     def normalise(self, values: np.ndarray, fallback: np.ndarray) -> np.ndarray:
         """Normalise *values*; without mass, *fallback* (extended) or :class:`_NoMass` (paper)."""
@@ -116,11 +115,6 @@ class _Frame:
             self._matrices[box] = relation_matrix(box, self.geom, self.depths,
                                                   near_scale=self.near_scale)
         return self._matrices[box]
-
-    def between(self) -> np.ndarray:
-        if self._between is None:
-            self._between = between_tensor(self.geom, self.between_width)
-        return self._between
 
     def centre(self, reference: str, pi: np.ndarray) -> Tuple[float, float]:
         """The point "middle" refers to: the image centre or the candidates' mass centre."""
@@ -144,10 +138,13 @@ class SpatialResolver:
             best box's are never counted as instances of the noun.
         ordinal_min_gap: for ordinals, the smallest drop in log-probability that separates
             the noun's instances from the other boxes (ln 2: half the probability).
+        between_top_k: "between" sums over the this many most probable boxes of each of its
+            two arguments (exact up to this many boxes; memory N x k**2, never N**3).
     """
 
     def __init__(self, near_scale: float = 1.0, between_width: float = 0.5,
-                 ordinal_min_mass: float = 0.2, ordinal_min_gap: float = float(np.log(2.0))):
+                 ordinal_min_mass: float = 0.2, ordinal_min_gap: float = float(np.log(2.0)),
+                 between_top_k: int = 16):
         if near_scale <= 0 or between_width <= 0:
             raise ValueError('near_scale and between_width must be > 0')
         if not 0.0 <= ordinal_min_mass <= 1.0:
@@ -156,6 +153,7 @@ class SpatialResolver:
         self.between_width = float(between_width)
         self.ordinal_min_mass = float(ordinal_min_mass)
         self.ordinal_min_gap = float(ordinal_min_gap)
+        self.between_top_k = max(int(between_top_k), 1)
 
     def resolve(self, parsed: ParsedExpression, boxes: BoxesLike, score_fn: ScoreFn,
                 box_depths: Optional[Sequence[float]] = None,
@@ -220,7 +218,8 @@ class SpatialResolver:
             if relation.kind == 'between':
                 first = children[0]
                 second = children[1] if len(children) > 1 else first
-                new = np.einsum('ijk,j,k->i', frame.between(), first, second)
+                new = between_new(frame.geom, first, second, frame.between_width,
+                                  self.between_top_k)
             else:
                 new = frame.matrix(relation.kind) @ children[0]
             pi = frame.normalise(pi * new, fallback=pi)

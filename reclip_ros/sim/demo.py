@@ -388,10 +388,12 @@ class GroundingClient:
         answer.stamp_seen = bool(self._wait(lambda: key in self.image_stamps, 1.0))
         if msg.status == 0:
             if msg.has_position:
-                # the node publishes target_point with the result; allow it to arrive
-                self._wait(lambda: [p for p in self._points if _same_stamp(p, msg)], 2.0)
+                # target_point is published just before the result, on another topic: wait
+                # for the point of *this* result (same header, same coordinates), not for
+                # any point of the frame (several commands share a frame and its header)
+                self._wait(lambda: [p for p in self._points if _same_point(p, msg)], 2.0)
             with self._cond:
-                answer.target_points = [p for p in self._points if _same_stamp(p, msg)]
+                answer.target_points = [p for p in self._points if _same_point(p, msg)]
                 # the scene is static: any frame of it shows what was grounded
                 same_scene = [k for k in self._frame_order if k >= floor]
                 answer.image = self._frames.get(key)
@@ -472,6 +474,13 @@ def _status_name(code: int) -> str:
         return Status(int(code)).name
     except ValueError:
         return str(code)
+
+
+def _same_point(point, result) -> bool:
+    """True when *point* is the ``target_point`` of *result* (header and coordinates)."""
+    return (_same_stamp(point, result) and point.header.frame_id == result.header.frame_id
+            and (point.point.x, point.point.y, point.point.z)
+            == (result.position.x, result.position.y, result.position.z))
 
 
 def score_answer(seed: int, expression, truth: dict, objects: list, answer: Answer) -> Outcome:
