@@ -9,6 +9,7 @@ Run it with ``reclip node [--ros-args ...]`` or ``ros2 run reclip_ros reclip_nod
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 import threading
@@ -68,6 +69,8 @@ class ReclipNode(Node):
         # atomic against deactivation, so no command is enqueued after the queue is drained.
         self._gate = threading.Lock()
         self._active = False
+        self._closing = ''  # why commands are refused while the process shuts down
+        self.results_published = 0
         self._input_groups = {name: MutuallyExclusiveCallbackGroup() for name in INPUTS}
         # one service call at a time: a waiting call holds one executor thread, never more
         self._service_group = MutuallyExclusiveCallbackGroup()
@@ -241,7 +244,7 @@ class ReclipNode(Node):
         return self.on_shutdown(state)
 
     def release(self, reason: str = 'the node is shutting down',
-                in_flight_timeout: float = 1.0) -> None:
+                in_flight_timeout: float = 0.5) -> None:
         """Stop the worker and free the models (shutdown transition, process exit).
 
         Waiting commands get DROPPED at once; the command in progress gets its result if it
@@ -250,6 +253,19 @@ class ReclipNode(Node):
         """
         self._stop_worker(reason, in_flight_timeout)
         self._release()
+
+    def wait_results_delivered(self, timeout_s: float = 1.0) -> bool:
+        """Wait until every reliable subscriber acknowledged the results published so far."""
+        from rclpy.duration import Duration
+        try:
+            return bool(self._result_pub.wait_for_all_acked(Duration(seconds=timeout_s)))
+        except Exception:  # noqa: BLE001 - best effort at exit
+            return False
+
+    def begin_shutdown(self, reason: str = 'the node is shutting down') -> None:
+        """Refuse new commands with *reason* (DROPPED) from now on; stop the worker."""
+        self._closing = reason
+        self._stop_worker(reason, in_flight_timeout=0.5)
 
     def _stop_worker(self, reason: str, in_flight_timeout: Optional[float] = None) -> None:
         with self._gate:
@@ -324,8 +340,9 @@ class ReclipNode(Node):
                 worker.submit(job)
                 return
         state = 'inactive' if self.configured else 'unconfigured'
+        why = self._closing or f'the node is {state}'
         outcome = JobOutcome(GroundingResult.failure(
-            job.expression, Status.DROPPED, f'not grounded: the node is {state}'))
+            job.expression, Status.DROPPED, f'not grounded: {why}'))
         if job.complete(outcome):
             self._publish(job, outcome)
 
@@ -374,6 +391,7 @@ class ReclipNode(Node):
             self._point_pub.publish(conv.position_to_point(outcome.result.position,
                                                            msg.header))
         self._result_pub.publish(msg)
+        self.results_published += 1
         if (outcome.result.status == Status.OK and self.param('publish_debug_image')
                 and self._debug_pub.get_subscription_count() > 0):
             from reclip_ros.core.drawing import draw_result
@@ -431,12 +449,32 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _answer_pending_commands(executor, node: ReclipNode, quiet_s: float = 0.05,
+                             limit_s: float = 0.5) -> None:
+    """Take the commands DDS has already delivered and answer them DROPPED.
+
+    Spins until no new result was published for *quiet_s* seconds (at most *limit_s*): a
+    command sent before the signal must not go unanswered because its callback had not run.
+    """
+    deadline = time.monotonic() + limit_s
+    last_count, last_change = node.results_published, time.monotonic()
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.01)
+        if node.results_published != last_count:
+            last_count, last_change = node.results_published, time.monotonic()
+        elif time.monotonic() - last_change >= quiet_s:
+            return
+
+
+def main(argv: Optional[Sequence[str]] = None, fast_exit: bool = True) -> int:
     """Run the node until SIGINT/SIGTERM; configure and activate it when ``autostart`` is true.
 
     On a signal the node stops within about a second: waiting commands are answered
     DROPPED, the command in progress gets its result if it ends within a second (else
-    DROPPED), the models are released, and the process exits with code 0.
+    DROPPED), the models are released, and the process exits with code 0. With
+    *fast_exit* the process then ends at once (``os._exit`` after flushing): everything
+    was released explicitly, and the interpreter's own teardown of torch and transformers
+    takes seconds more, which launch would count against its SIGINT grace period.
     """
     from rclpy.signals import SignalHandlerOptions
     args = ['reclip_node'] + list(sys.argv[1:] if argv is None else argv)
@@ -472,7 +510,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         finally:
             start = time.monotonic()
             try:
+                node.begin_shutdown('the node is shutting down')
+                _answer_pending_commands(executor, node)
                 node.release(reason='the node is shutting down')
+                # the last results (DROPPED answers) must reach their subscribers before
+                # the process ends: DDS delivers a reliable sample until acknowledged
+                node.wait_results_delivered(0.5)
             except Exception as exc:  # noqa: BLE001 - best effort at exit
                 print(f'reclip_node: shutdown: {exc}', file=sys.stderr)
                 code = 1
@@ -480,6 +523,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             node.destroy_node()
             rclpy.try_shutdown()
             print(f'reclip_node: stopped in {time.monotonic() - start:.2f} s', file=sys.stderr)
+    if fast_exit:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

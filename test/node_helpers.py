@@ -35,12 +35,13 @@ RELIABLE = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE)
 RELIABLE_IMAGE = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
 
 # Each test module has an offset; the pid spreads parallel pytest runs apart.
-MODULE_OFFSETS = {'lifecycle': 0, 'process': 1, 'bad_input': 2, 'launch': 3}
+MODULE_OFFSETS = {'lifecycle': 0, 'process': 1, 'bad_input': 2, 'launch': 3, 'limits': 4,
+                  'stop': 5}
 
 
 def domain_id(module: str) -> int:
     """A ROS_DOMAIN_ID in [20, 219] for one test module of this pytest process."""
-    return 20 + (os.getpid() * 4 + MODULE_OFFSETS[module]) % 200
+    return 20 + (os.getpid() * 8 + MODULE_OFFSETS[module]) % 200
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
@@ -73,12 +74,12 @@ def scene_boxes(width: int = 96, height: int = 64) -> List[RegionOfInterest]:
     ]
 
 
-def rss_kb(pid: int) -> int:
-    """Resident memory of process *pid* in kB (VmRSS of /proc/<pid>/status)."""
+def rss_kb(pid: int, field: str = 'VmRSS') -> int:
+    """Resident memory of process *pid* in kB (VmRSS of /proc/<pid>/status; VmHWM: peak)."""
     for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
+        if line.startswith(f'{field}:'):
             return int(line.split()[1])
-    raise RuntimeError(f'no VmRSS for pid {pid}')
+    raise RuntimeError(f'no {field} for pid {pid}')
 
 
 class NodeProcess:
