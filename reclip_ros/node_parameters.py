@@ -74,7 +74,7 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   on_configure=True, min_value=1, max_value=10000),
     ParameterSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS, 'larger colour or depth '
                   'images (width x height) give BAD_IMAGE, checked before decoding (JPEG/PNG: '
-                  'from the header)', min_value=4, max_value=1 << 30),
+                  'from the header)', on_configure=True, min_value=4, max_value=1 << 30),
     # -- grounding (take effect on the next command) ------------------------------------
     ParameterSpec('size_prior', 0.0, 'boxes with area <= this fraction of the image get '
                   'probability 0 (0 disables; the paper uses 0.05)',

@@ -190,3 +190,28 @@ def test_proposals_matter_more_than_depth_when_no_frame_has_both():
     choice = _choose(frames, depth, proposals, sync_wait=0.0)
     assert choice.frame.stamp_ns == NOW - PERIOD and choice.depth is None
     assert 'proposals' in choice.note
+
+
+def test_remarks_go_on_ok_results_only_and_failures_without_a_frame_have_none(grounder):
+    worker = _worker(grounder, sync_wait=0.0)
+    for i in (2, 1, 0):
+        stamp = NOW - i * PERIOD
+        worker.feed_image(_frame(stamp))
+        worker.feed_proposals(stamp, BOXES)
+        if i > 0:  # the newest frame's depth is lost: an OK result gets a frame remark
+            worker.feed_depth(_depth(stamp))
+    ok = worker.handle(GroundingJob('the red box', SOURCE_TOPIC, NOW))
+    assert ok.result.status == Status.OK and 'before the newest' in ok.result.message
+    # the same frame choice, but the grounder finds nothing to ground: INVALID_COMMAND,
+    # whose message says only that, and which carries no frame (so no frame header)
+    bad = worker.handle(GroundingJob('... !!', SOURCE_TOPIC, NOW))
+    assert bad.result.status == Status.INVALID_COMMAND
+    assert 'before the newest' not in bad.result.message and 'depth' not in bad.result.message
+    assert bad.frame is None
+    # a failure about the frame (no proposals for it) keeps the frame, without remarks
+    alone = _worker(grounder, sync_wait=0.0)
+    alone.feed_depth(_depth(NOW - 50 * PERIOD))  # depth expected but missing: a remark
+    alone.feed_image(_frame(NOW))
+    lost = alone.handle(GroundingJob('the red box', SOURCE_TOPIC, NOW))
+    assert lost.result.status == Status.NO_PROPOSALS and lost.frame is not None
+    assert 'depth' not in lost.result.message

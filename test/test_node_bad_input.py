@@ -94,9 +94,12 @@ def test_truncated_image(node):
 
 def test_bad_image_in_a_service_request(node):
     _, client = node
-    image = Image(height=4, width=4, encoding='bayer_rggb8', step=4, data=bytes(16))
+    image = Image(header=client.header('bayer_camera'), height=4, width=4,
+                  encoding='bayer_rggb8', step=4, data=bytes(16))
     request = Ground.Request(expression='the block', image=image, boxes=scene_boxes())
-    assert client.call(request).result.status == GroundingResult.BAD_IMAGE
+    result = client.call(request).result
+    assert result.status == GroundingResult.BAD_IMAGE
+    assert result.header == image.header  # a status about the given image carries its header
 
 
 def test_stale_image(node):
@@ -166,6 +169,36 @@ def test_burst_of_100_commands(node):
     rss_after = rss_kb(proc.pid)
     print(f'\nnode RSS before/after the burst (kB): {rss_before} {rss_after}')
     assert rss_after - rss_before < 200_000
+
+
+def test_a_command_with_no_words_after_an_image_has_no_frame_header(node):
+    proc, client = node
+    client.publish_image(boxes=scene_boxes())
+    result = client.command('... !!')
+    assert result.status == GroundingResult.INVALID_COMMAND
+    assert result.header.frame_id == '' and result.header.stamp.sec > 0
+    assert 'frame' not in result.status_message
+
+
+NO_IMAGE_STATUSES = {GroundingResult.NO_IMAGE, GroundingResult.INVALID_COMMAND,
+                     GroundingResult.DROPPED, GroundingResult.ERROR}
+
+
+def test_every_result_follows_the_header_rule(node):
+    """Statuses that used no image have an empty frame_id; the others the image's."""
+    proc, client = node
+    with client._lock:
+        results = list(client.results)
+    assert len(results) > 100
+    statuses = {r.status for r in results}
+    assert {GroundingResult.OK, GroundingResult.DROPPED, GroundingResult.INVALID_COMMAND,
+            GroundingResult.BAD_IMAGE, GroundingResult.NO_IMAGE} <= statuses
+    for r in results:
+        if r.status in NO_IMAGE_STATUSES:
+            assert r.header.frame_id == '', (r.status, r.status_message)
+        else:
+            assert r.header.frame_id != '', (r.status, r.status_message)
+        assert r.header.stamp.sec > 0
 
 
 def test_node_survived_everything(node):
