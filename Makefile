@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup build test lint demo bench clean
+.PHONY: setup build test lint demo bench soak clean
 
 setup:
 	bash scripts/setup_venv.sh
@@ -24,6 +24,10 @@ demo:
 
 bench:
 	$(VENV)/bin/reclip bench --random-init vit-b-32
+
+# Long run of the node (30 minutes); SOAK_ARGS adds options, e.g. SOAK_ARGS="--duration 600".
+soak:
+	$(VENV)/bin/reclip soak --duration 1800 --json soak_report.json $(SOAK_ARGS)
 
 clean:
 	rm -rf build log install

@@ -425,7 +425,9 @@ class _StopSignals:
 
     rclpy's own handler would shut the context down at once, so the results of waiting
     commands could no longer be published ("publisher's context is invalid"); here the
-    node first answers them, then shuts down. A second signal exits at once.
+    node first answers them, then shuts down (bounded: about a second). Further signals
+    while stopping are ignored: Ctrl-C under launch delivers two (the terminal's to the
+    process group, then launch's own), and the second must not cut the clean-up short.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -440,8 +442,6 @@ class _StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested.is_set():
-            raise KeyboardInterrupt
         self.requested.set()
 
     def __exit__(self, *exc) -> None:

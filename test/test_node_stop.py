@@ -98,8 +98,7 @@ def _string(text):
 
 @pytest.fixture()
 def in_process(tiny_clip_dir):
-    context = init_context(domain_id('stop') + 100 if domain_id('stop') < 120
-                           else domain_id('stop') - 100)
+    context = init_context(domain_id('cycles'))
     node = ReclipNode(context=context, parameter_overrides=[
         Parameter('models', value=[tiny_clip_dir]), Parameter('detector', value=''),
         Parameter('max_image_age', value=600.0), Parameter('queue_size', value=1000)])
