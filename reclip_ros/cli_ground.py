@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from reclip_ros.core.grounder import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS
 from reclip_ros.core.proposals import DEFAULT_DETECTOR
 from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 
@@ -62,6 +63,12 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help='isolation methods whose scores are summed (default: crop,blur)')
     parser.add_argument('--no-relations', action='store_true',
                         help='skip the spatial-relation resolver (plain region scoring)')
+    parser.add_argument('--max-proposals', type=int, default=DEFAULT_MAX_PROPOSALS, metavar='N',
+                        help='use at most N proposal boxes (the first N of --boxes, or the '
+                             f"detector's best); default: {DEFAULT_MAX_PROPOSALS}")
+    parser.add_argument('--max-image-pixels', type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        metavar='N', help='refuse larger images (width x height), checked '
+                                          f'before decoding; default: {DEFAULT_MAX_IMAGE_PIXELS}')
     parser.add_argument('--relations', default=DEFAULT_RELATION_MODE, choices=RELATION_MODES,
                         help="relation mode: 'extended' (this project's semantics) or 'paper' "
                              f"(the authors' public code) (default: {DEFAULT_RELATION_MODE})")
@@ -87,11 +94,24 @@ def register(parser: argparse.ArgumentParser) -> None:
 # -- input readers ---------------------------------------------------------------------------
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read a colour image file as uint8 RGB; raise CliInputError when unreadable."""
+def read_image(path: str, max_pixels: Optional[int] = None) -> np.ndarray:
+    """Read a colour image file as uint8 RGB; raise CliInputError when unreadable.
+
+    With *max_pixels*, an image whose header says it is larger is refused before decoding.
+    """
     import cv2
     if not Path(path).is_file():
         raise CliInputError(f'image file not found: {path}')
+    if max_pixels is not None:
+        from PIL import Image as PILImage
+        try:
+            with PILImage.open(path) as header:
+                width, height = header.size
+        except Exception:  # noqa: BLE001 - not a format PIL knows: OpenCV will say why
+            width = height = 0
+        if width * height > max_pixels:
+            raise CliInputError(f'image {path} is {width}x{height} = {width * height} '
+                                f'pixels; the limit is {max_pixels} (--max-image-pixels)')
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise CliInputError(f'cannot read image {path} (not an image file OpenCV can decode)')
@@ -222,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     boxes = None
     try:
         _check_args(args)
-        image = read_image(args.image)
+        image = read_image(args.image, args.max_image_pixels)
         boxes = read_boxes(args.boxes) if args.boxes else None
         depth = read_depth(args.depth) if args.depth else None
         intrinsics = None
@@ -262,7 +282,8 @@ def _load_grounder(args: argparse.Namespace, with_detector: bool):
         precision=args.precision, spacy_model=args.spacy_model,
         detector=args.detector if with_detector else '', blur_sigma=args.blur_sigma,
         size_prior=args.size_prior, methods=args.methods, center_offset=args.center_offset,
-        relations=args.relations)
+        relations=args.relations, max_proposals=args.max_proposals,
+        max_image_pixels=args.max_image_pixels)
     return Grounder.from_config(config)
 
 

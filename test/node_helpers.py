@@ -204,7 +204,13 @@ class TestClient:
         if boxes is not None:
             self.proposals_pub.publish(Proposals(header=header, boxes=list(boxes)))
         self.image_pub.publish(image)
-        time.sleep(settle)  # let the frame reach the node before a command follows
+        # a condition, not a sleep: the node's readers acknowledged both samples (reliable
+        # QoS), so a command sent next finds the frame in the node
+        from rclpy.duration import Duration
+        wait = Duration(seconds=max(settle, 10.0))
+        if boxes is not None:
+            self.proposals_pub.wait_for_all_acked(wait)
+        self.image_pub.wait_for_all_acked(wait)
         return header
 
     def command(self, text: str, timeout: float = 60.0) -> GroundingResult:

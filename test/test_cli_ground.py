@@ -266,3 +266,15 @@ def test_relations_flag_selects_the_mode(scene, tiny_clip_dir):
     assert 'command:' not in paper[1]['parse'] and 'no head entity' in paper[1]['parse']
     proc = reclip(*base, '--relations', 'fancy')
     assert proc.returncode == 2 and 'fancy' in proc.stderr
+
+
+def test_limits_apply_on_the_command_line(scene, tiny_clip_dir):
+    base = [scene['image'], '--boxes', scene['boxes'], '--model', tiny_clip_dir,
+            '--device', 'cpu', '--json', '-e', 'the red block']
+    result = _json_lines(reclip(*base, '--max-proposals', '2'))[0]
+    assert result['status'] == 'OK' and len(result['candidates']) == 2
+    assert f'{len(BOXES) - 2} of {len(BOXES)} proposal boxes left out (max_proposals=2)' \
+        in result['message']
+    proc = reclip(*base, '--max-image-pixels', '100')
+    assert proc.returncode == 2
+    assert 'the limit is 100 (--max-image-pixels)' in proc.stderr
