@@ -2,10 +2,14 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup build test lint demo bench soak clean
+.PHONY: setup build test lint demo bench soak lock clean
 
 setup:
 	bash scripts/setup_venv.sh
+
+# Refresh requirements.lock from requirements.txt in a scratch venv (then run make setup).
+lock:
+	bash scripts/lock_requirements.sh
 
 # Fast rebuild of messages + module install (new modules need it; edits are live).
 build:

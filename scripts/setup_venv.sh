@@ -13,11 +13,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 stamp="$venv/.reclip_requirements.sha256"
-want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements.lock | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing Python dependencies (requirements.txt)"
+  echo "[setup] installing Python dependencies (requirements.txt, versions of requirements.lock)"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -r requirements.txt
+  "$venv/bin/python" -m pip install --quiet -r requirements.txt -c requirements.lock
   echo "$want" > "$stamp"
 else
   echo "[setup] dependencies up to date"

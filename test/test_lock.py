@@ -1,0 +1,41 @@
+"""requirements.lock: `make setup` installs exactly the locked version of every package."""
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def _lock():
+    pins = {}
+    for line in (REPO / 'requirements.lock').read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith('#'):
+            continue
+        name, _, version = line.partition('==')
+        assert version, f'not an exact pin: {line}'
+        pins[_canonical(name)] = version
+    return pins
+
+
+def test_every_locked_package_is_installed_at_its_locked_version():
+    installed = {_canonical(d.metadata['Name']): d.version for d in metadata.distributions()}
+    wrong = {name: (version, installed.get(name)) for name, version in _lock().items()
+             if installed.get(name) != version}
+    assert not wrong, f'locked vs installed: {wrong}'
+
+
+def test_every_requirement_is_locked():
+    pins = _lock()
+    for line in (REPO / 'requirements.txt').read_text().splitlines():
+        line = line.split('#')[0].strip()
+        if not line:
+            continue
+        name = _canonical(re.split(r'[<>=!~\[ ]', line, maxsplit=1)[0])
+        assert name in pins, f'{name} is required but not in requirements.lock'
+    assert any(name.startswith('ros-') for name in pins), 'the ROS wheels are locked too'
