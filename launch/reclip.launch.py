@@ -10,11 +10,16 @@ Launch arguments: ``namespace`` (default ``''``), ``params_file`` (default the i
 ``command``), ``device`` (``auto``), ``autostart`` (``true``: configure and activate at
 start), ``log_level`` (``info``), ``use_sim_time`` (``false``). The launch file only
 describes the node; it has no other side effects.
+
+Large frames: unless the environment already chooses a Fast DDS transport or profile, the
+node process gets the shipped ``config/fastdds_large_frames.xml`` (see docs/node.md, "Image
+QoS and lost frames"); give the camera driver the same for full delivery.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from reclip_ros.transport import apply_large_frame_default
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
@@ -44,6 +49,10 @@ def generate_launch_description() -> LaunchDescription:
         for name, default, description in ARGUMENTS]
     config = {name: LaunchConfiguration(name) for name, _, _ in ARGUMENTS}
     image_topic = config['image_topic']
+    # the large-frames transport for the node, unless the user chose a Fast DDS setting
+    node_env = dict(os.environ)
+    apply_large_frame_default(node_env)
+    transport_env = {k: v for k, v in node_env.items() if os.environ.get(k) != v}
 
     node = LifecycleNode(
         package='reclip_ros', executable='reclip_node', name='reclip',
@@ -62,5 +71,6 @@ def generate_launch_description() -> LaunchDescription:
             ('command', config['command_topic']),
         ],
         arguments=['--ros-args', '--log-level', config['log_level']],
+        additional_env=transport_env,
     )
     return LaunchDescription(declared + [node])

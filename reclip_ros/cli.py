@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     'eval': ('reclip_ros.cli_eval', 'evaluate accuracy (sim, refcoco, jsonl)'),
     'demo': ('reclip_ros.sim.demo', 'simulated camera + node + scripted commands'),
     'sim': ('reclip_ros.sim.camera_node', 'run the simulated RGB-D camera node'),
+    'delivery': ('reclip_ros.frame_delivery', 'measure camera-frame delivery per DDS transport'),
     'soak': ('reclip_ros.soak', 'drive the node for a long run; report memory, answers, latency'),
 }
 # sub-commands that take ROS arguments (--ros-args ...) and parse them themselves.

@@ -70,6 +70,7 @@ class ReclipNode(Node):
         self._gate = threading.Lock()
         self._active = False
         self._closing = ''  # why commands are refused while the process shuts down
+        self.transport = 'as configured by the process'  # main() says which it chose
         self.results_published = 0
         self._input_groups = {name: MutuallyExclusiveCallbackGroup() for name in INPUTS}
         # one service call at a time: a waiting call holds one executor thread, never more
@@ -406,7 +407,7 @@ class ReclipNode(Node):
         frame = worker.newest_frame()
         values = {'device': grounder.device, 'models': grounder.model_names,
                   'detector': self.param('detector') or '(proposals topic only)',
-                  'continuous': self.param('continuous')}
+                  'continuous': self.param('continuous'), 'transport': self.transport}
         values.update(worker.status_values(self._now_ns()))
         level, message = DiagnosticStatus.OK, 'ok'
         if worker.running and frame is None:
@@ -477,6 +478,9 @@ def main(argv: Optional[Sequence[str]] = None, fast_exit: bool = True) -> int:
     takes seconds more, which launch would count against its SIGINT grace period.
     """
     from rclpy.signals import SignalHandlerOptions
+
+    from reclip_ros.transport import apply_large_frame_default
+    transport = apply_large_frame_default()  # before the DDS participant exists
     args = ['reclip_node'] + list(sys.argv[1:] if argv is None else argv)
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -492,6 +496,8 @@ def main(argv: Optional[Sequence[str]] = None, fast_exit: bool = True) -> int:
                   file=sys.stderr)
             rclpy.try_shutdown()
             return 2
+        node.get_logger().info(f'transport: {transport}')
+        node.transport = transport
         executor = MultiThreadedExecutor(num_threads=node.executor_threads())
         executor.add_node(node)
         code = 0

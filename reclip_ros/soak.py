@@ -60,7 +60,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--rss-period', type=float, default=5.0, metavar='S',
                         help='seconds between RSS samples (default 5)')
     parser.add_argument('--domain', type=int, default=None,
-                        help='ROS_DOMAIN_ID (default: random in 100-199)')
+                        help='ROS_DOMAIN_ID (default: random in 150-199)')
     parser.add_argument('--json', metavar='FILE', default='',
                         help='also write the report (with the RSS series) as JSON')
     parser.add_argument('--log', metavar='FILE', default='', help="the node's log file")
@@ -190,12 +190,12 @@ def _command_text(k: int, rng: random.Random) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Start the node, drive it for ``--duration`` seconds, print (and write) the report."""
-    from reclip_ros.sim.demo import large_frames_profile
+    from reclip_ros.transport import large_frames_profile
     if args.duration <= 0 or args.camera_rate <= 0 or args.command_rate <= 0:
         print('error: --duration, --camera-rate and --command-rate must be > 0',
               file=sys.stderr)
         return 2
-    domain = args.domain if args.domain is not None else random.randint(100, 199)
+    domain = args.domain if args.domain is not None else random.randint(150, 199)
     warmup = args.warmup if args.warmup is not None else args.duration / 5.0
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1')
     profile = large_frames_profile()

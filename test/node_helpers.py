@@ -36,12 +36,16 @@ RELIABLE_IMAGE = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
 
 # Each test module has an offset; the pid spreads parallel pytest runs apart.
 MODULE_OFFSETS = {'lifecycle': 0, 'process': 1, 'bad_input': 2, 'launch': 3, 'limits': 4,
-                  'stop': 5, 'soak': 6, 'cycles': 7}
+                  'stop': 5, 'soak': 6, 'cycles': 7, 'sim_camera': 8}
 
 
 def domain_id(module: str) -> int:
-    """A ROS_DOMAIN_ID in [20, 219] for one test module of this pytest process."""
-    return 20 + (os.getpid() * 8 + MODULE_OFFSETS[module]) % 200
+    """A ROS_DOMAIN_ID in [20, 119] for one test module of this pytest process.
+
+    Ranges never overlap: tests 20-119, the demo 120-149, ``reclip soak`` 150-199,
+    ``reclip delivery`` 200-230.
+    """
+    return 20 + (os.getpid() * 10 + MODULE_OFFSETS[module]) % 100
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:

@@ -153,6 +153,8 @@ def test_diagnostics_report_device_models_and_queue(node_process):
     assert tiny in values['models']
     assert int(values['queue_capacity']) == 10
     assert values['state'] == 'active'
+    # no Fast DDS setting in the test environment: the node loaded the large-frames profile
+    assert 'fastdds_large_frames.xml' in values['transport']
 
 
 def test_parameters_over_the_wire_and_continuous_mode(node_process):

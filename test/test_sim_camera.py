@@ -28,7 +28,8 @@ WIDTH, HEIGHT = 160, 120
 
 
 def _domain_id() -> int:
-    return random.Random(os.getpid() ^ time.time_ns()).randint(30, 99)
+    from node_helpers import domain_id
+    return domain_id('sim_camera')
 
 
 class Recorder:

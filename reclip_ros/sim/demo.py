@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from reclip_ros.core.types import Box, Status
+from reclip_ros.transport import large_frames_profile
 from reclip_ros.evaluation.variants import best_iou, is_correct
 
 # GroundingResult status codes that mean "not ready yet, ask again".
@@ -53,21 +54,12 @@ def _source_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def large_frames_profile() -> Optional[Path]:
-    """The Fast DDS profile for large frames (config/fastdds_large_frames.xml), if present."""
-    name = Path('config') / 'fastdds_large_frames.xml'
-    for base in (_source_root(), Path(sys.prefix) / 'share' / 'reclip_ros'):
-        if (base / name).is_file():
-            return base / name
-    return None
-
-
 def pick_domain_id() -> int:
-    """Return a ROS domain id for a private run (``RECLIP_DEMO_DOMAIN_ID`` or random 30-99)."""
+    """Return a ROS domain id for a private run (``RECLIP_DEMO_DOMAIN_ID`` or random 120-149)."""
     value = os.environ.get('RECLIP_DEMO_DOMAIN_ID')
     if value:
         return int(value)
-    return random.Random(os.getpid() ^ time.time_ns()).randint(30, 99)
+    return random.Random(os.getpid() ^ time.time_ns()).randint(120, 149)
 
 
 # ---------------------------------------------------------------------- processes
