@@ -346,6 +346,80 @@ def result_to_msg(result: GroundingResult, header: Header, image_width: int = 0,
     return msg
 
 
+# -- vision_msgs (where it is installed; not on PyPI) --------------------------------------
+
+def vision_msgs_module():
+    """The ``vision_msgs.msg`` module, or None when vision_msgs is not installed."""
+    try:
+        import vision_msgs.msg as vision
+    except ImportError:
+        return None
+    return vision
+
+
+def detection2d_array_fields(result: GroundingResultMsg) -> dict:
+    """A result as the fields of a ``vision_msgs/Detection2DArray`` (plain data).
+
+    One detection per candidate, best first, each with the image header; its one
+    hypothesis has ``class_id`` = the expression and ``score`` = the candidate's probability;
+    its ``bbox`` centre and size are in pixels; ``id`` is the rank ("0" = chosen). A result
+    that is not OK gives no detections.
+    """
+    detections = []
+    if result.status == GroundingResultMsg.OK:
+        for rank, candidate in enumerate(result.candidates):
+            roi = candidate.box
+            detections.append({
+                'header': result.header,
+                'results': [{'hypothesis': {'class_id': result.expression,
+                                            'score': float(candidate.score)}}],
+                'bbox': {'center': {'position': {'x': roi.x_offset + roi.width / 2.0,
+                                                 'y': roi.y_offset + roi.height / 2.0},
+                                    'theta': 0.0},
+                         'size_x': float(roi.width), 'size_y': float(roi.height)},
+                'id': str(rank)})
+    return {'header': result.header, 'detections': detections}
+
+
+def detection3d_array_fields(result: GroundingResultMsg) -> Optional[dict]:
+    """The chosen object as the fields of a ``vision_msgs/Detection3DArray``, or None.
+
+    None unless the result is OK with a position; the detection's ``bbox.center`` is at
+    ``position`` (metres, image optical frame, identity orientation); the 3D size is not
+    known and left 0.
+    """
+    if result.status != GroundingResultMsg.OK or not result.has_position:
+        return None
+    detection = {
+        'header': result.header,
+        'results': [{'hypothesis': {'class_id': result.expression,
+                                    'score': float(result.confidence)}}],
+        'bbox': {'center': {'position': {'x': result.position.x, 'y': result.position.y,
+                                         'z': result.position.z},
+                            'orientation': {'w': 1.0}}},
+        'id': '0'}
+    return {'header': result.header, 'detections': [detection]}
+
+
+_VISION_ITEM_TYPES = {'detections_2d': 'Detection2D', 'detections_3d': 'Detection3D',
+                      'results': 'ObjectHypothesisWithPose'}
+
+
+def fill_message(message, fields: Mapping[str, object], vision, kind: str = '2d'):
+    """Set *fields* (nested dicts and lists, as above) on a vision_msgs *message*."""
+    for name, value in fields.items():
+        if isinstance(value, Mapping):
+            fill_message(getattr(message, name), value, vision, kind)
+        elif isinstance(value, list):
+            key = f'detections_{kind}' if name == 'detections' else name
+            item_type = getattr(vision, _VISION_ITEM_TYPES[key])
+            setattr(message, name, [fill_message(item_type(), item, vision, kind)
+                                    for item in value])
+        else:
+            setattr(message, name, value)
+    return message
+
+
 def position_to_point(position: Sequence[float], header: Header) -> PointStamped:
     """Return a 3D position (metres, in ``header.frame_id``) as a ``PointStamped``."""
     point = PointStamped()

@@ -71,6 +71,7 @@ class ReclipNode(Node):
         self._active = False
         self._closing = ''  # why commands are refused while the process shuts down
         self.transport = 'as configured by the process'  # main() says which it chose
+        self._vision = None  # vision_msgs.msg while its publishers exist
         self.results_published = 0
         self._input_groups = {name: MutuallyExclusiveCallbackGroup() for name in INPUTS}
         # one service call at a time: a waiting call holds one executor thread, never more
@@ -195,6 +196,9 @@ class ReclipNode(Node):
             self._release()
             return FAILURE
         self.last_error = ''
+        if not self._create_vision_publishers():
+            self._release()
+            return FAILURE
         settings = WorkerSettings(max_expression_chars=self.param('max_expression_chars'),
                                   has_detector=bool(self.param('detector')))
         self._update_settings(settings)
@@ -274,7 +278,32 @@ class ReclipNode(Node):
         if self.worker is not None:
             self.worker.stop(reason=reason, in_flight_timeout=in_flight_timeout)
 
+    def _create_vision_publishers(self) -> bool:
+        """Create the vision_msgs publishers per ``publish_vision_msgs``; False: cannot."""
+        mode = self.param('publish_vision_msgs')
+        vision = conv.vision_msgs_module() if mode != 'false' else None
+        if mode == 'true' and vision is None:
+            self.last_error = ('configure failed: publish_vision_msgs is true but vision_msgs '
+                               'is not installed (install ros-<distro>-vision-msgs, or set '
+                               "publish_vision_msgs to 'auto' or 'false')")
+            self.get_logger().error(self.last_error)
+            return False
+        self._vision = vision
+        if vision is not None:
+            self._detections_pub = self.create_publisher(vision.Detection2DArray,
+                                                         'detections', 10)
+            self._detections_3d_pub = self.create_publisher(vision.Detection3DArray,
+                                                            'detections_3d', 10)
+        return True
+
+    def _destroy_vision_publishers(self) -> None:
+        if self._vision is not None:
+            self.destroy_publisher(self._detections_pub)
+            self.destroy_publisher(self._detections_3d_pub)
+        self._vision = None
+
     def _release(self) -> None:
+        self._destroy_vision_publishers()
         self.worker = None
         if self.grounder is not None:
             self.grounder.close()
@@ -393,6 +422,14 @@ class ReclipNode(Node):
                                                            msg.header))
         self._result_pub.publish(msg)
         self.results_published += 1
+        vision = self._vision
+        if vision is not None and msg.status == GroundingResultMsg.OK:
+            self._detections_pub.publish(conv.fill_message(
+                vision.Detection2DArray(), conv.detection2d_array_fields(msg), vision, '2d'))
+            fields_3d = conv.detection3d_array_fields(msg)
+            if fields_3d is not None:
+                self._detections_3d_pub.publish(conv.fill_message(
+                    vision.Detection3DArray(), fields_3d, vision, '3d'))
         if (outcome.result.status == Status.OK and self.param('publish_debug_image')
                 and self._debug_pub.get_subscription_count() > 0):
             from reclip_ros.core.drawing import draw_result

@@ -112,6 +112,11 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     # -- interface (applied on configure) ---------------------------------------------------
     ParameterSpec('autostart', False, 'configure and activate when the node starts',
                   read_only=True),
+    ParameterSpec('publish_vision_msgs', 'auto',
+                  "also publish vision_msgs/Detection2DArray on `detections` (and, with depth, "
+                  "Detection3DArray on `detections_3d`): 'auto' when vision_msgs is "
+                  "importable, 'true' (configure fails without it) or 'false'",
+                  on_configure=True, choices=('auto', 'true', 'false')),
     ParameterSpec('queue_size', 10, 'commands waiting at most; more give DROPPED',
                   on_configure=True, min_value=1, max_value=1000),
     # -- interface (created once at start-up, for the node's whole life) -----------------

@@ -247,3 +247,62 @@ def test_diagnostic_status_renders_values():
     values = {kv.key: kv.value for kv in status.values}
     assert values == {'models': 'a,b', 'mean': '1.235', 'n': '3'}
     assert status.level == b'\x01' and status.hardware_id == 'cpu'
+
+
+# -- vision_msgs layout (checked without vision_msgs: the documented field layout) -------------
+
+def _ok_result_msg(with_position=True):
+    result = GroundingResult(
+        expression='the red mug', status=Status.OK, box=Box(10, 20, 30, 40), confidence=0.7,
+        candidates=(Candidate(Box(10, 20, 30, 40), 0.7), Candidate(Box(50, 5, 8, 6), 0.3)),
+        position=(0.1, -0.2, 1.5) if with_position else None)
+    header = Header(stamp=conv.ns_to_stamp(1_500_000_123), frame_id='camera_optical')
+    return conv.result_to_msg(result, header, 640, 480)
+
+
+def test_detection2d_array_fields_follow_the_vision_msgs_layout():
+    msg = _ok_result_msg()
+    fields = conv.detection2d_array_fields(msg)
+    assert fields['header'] == msg.header
+    first, second = fields['detections']
+    assert first['header'] == msg.header and first['id'] == '0' and second['id'] == '1'
+    assert first['results'] == [{'hypothesis': {'class_id': 'the red mug',
+                                                'score': pytest.approx(0.7)}}]
+    # vision_msgs/BoundingBox2D: centre (pixels) and full size
+    assert first['bbox'] == {'center': {'position': {'x': 25.0, 'y': 40.0}, 'theta': 0.0},
+                             'size_x': 30.0, 'size_y': 40.0}
+    assert second['bbox']['center']['position'] == {'x': 54.0, 'y': 8.0}
+    assert second['results'][0]['hypothesis']['score'] == pytest.approx(0.3)
+    failed = conv.result_to_msg(GroundingResult.failure('x', Status.NO_IMAGE, 'none'),
+                                Header())
+    assert conv.detection2d_array_fields(failed)['detections'] == []
+
+
+def test_detection3d_array_fields_put_the_chosen_object_at_its_position():
+    msg = _ok_result_msg()
+    fields = conv.detection3d_array_fields(msg)
+    (detection,) = fields['detections']
+    assert detection['bbox']['center']['position'] == {'x': pytest.approx(0.1),
+                                                       'y': pytest.approx(-0.2),
+                                                       'z': pytest.approx(1.5)}
+    assert detection['results'][0]['hypothesis'] == {'class_id': 'the red mug',
+                                                     'score': pytest.approx(0.7)}
+    assert conv.detection3d_array_fields(_ok_result_msg(with_position=False)) is None
+
+
+@pytest.mark.skipif(conv.vision_msgs_module() is None,
+                    reason='vision_msgs is not installed (not on PyPI; build it with colcon)')
+def test_vision_messages_are_filled_from_the_layout():
+    vision = conv.vision_msgs_module()
+    msg = _ok_result_msg()
+    array = conv.fill_message(vision.Detection2DArray(), conv.detection2d_array_fields(msg),
+                              vision, '2d')
+    assert array.header == msg.header and len(array.detections) == 2
+    first = array.detections[0]
+    assert first.bbox.center.position.x == 25.0 and first.bbox.size_y == 40.0
+    assert first.results[0].hypothesis.class_id == 'the red mug'
+    assert first.results[0].hypothesis.score == pytest.approx(0.7)
+    array3d = conv.fill_message(vision.Detection3DArray(), conv.detection3d_array_fields(msg),
+                                vision, '3d')
+    assert array3d.detections[0].bbox.center.position.z == pytest.approx(1.5)
+    assert array3d.detections[0].bbox.center.orientation.w == 1.0

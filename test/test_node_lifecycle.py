@@ -306,3 +306,41 @@ def test_relations_mode_is_a_dynamic_parameter(context, spun, tiny_clip_dir):
     assert node.get_parameter('relations').value == 'paper'
     assert node.set_parameters([Parameter('relations', value='extended')])[0].successful
     assert scores() == extended
+
+
+VISION = conv.vision_msgs_module()
+
+
+@pytest.mark.skipif(VISION is not None, reason='vision_msgs is installed here')
+def test_publish_vision_msgs_true_without_vision_msgs_fails_configure(context, spun,
+                                                                     tiny_clip_dir):
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir, publish_vision_msgs='true')))
+    assert node.trigger_configure() == FAILURE
+    assert 'vision_msgs is not installed' in node.last_error
+    assert node.grounder is None
+    # 'auto' configures without it
+    assert node.set_parameters([Parameter('publish_vision_msgs', value='auto')])[0].successful
+    assert node.trigger_configure() == SUCCESS
+
+
+@pytest.mark.skipif(VISION is None,
+                    reason='vision_msgs is not installed (not on PyPI; build it with colcon)')
+def test_detections_arrive_as_vision_msgs_with_the_image_header(context, spun, tiny_clip_dir):
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir, publish_vision_msgs='true')))
+    client = spun(client=True)
+    received = []
+    client.node.create_subscription(VISION.Detection2DArray, 'detections', received.append, 10)
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    assert client.wait_connected()
+    assert wait_until(lambda: client.node.count_publishers('/detections') > 0, 10.0)
+    header = client.publish_image(boxes=scene_boxes())
+    result = client.command('the red block')
+    assert result.status == GroundingResult.OK
+    assert wait_until(lambda: any(a.header == header for a in received), 10.0)
+    array = next(a for a in received if a.header == header)
+    assert len(array.detections) == len(result.candidates)
+    best = array.detections[0]
+    assert best.results[0].hypothesis.class_id == 'the red block'
+    assert best.results[0].hypothesis.score == pytest.approx(result.confidence, rel=1e-6)
+    assert best.bbox.size_x == result.box.width and best.bbox.size_y == result.box.height
+    assert best.bbox.center.position.x == result.box.x_offset + result.box.width / 2.0
