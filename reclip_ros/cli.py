@@ -1,6 +1,7 @@
 """The ``reclip`` command line: one sub-command per module, imported on demand.
 
-``reclip ground | bench | eval | node | sim | demo | soak`` and the installed executables
+``reclip ground | bench | eval | node | sim | demo | soak | replay | delivery`` and the
+installed executables
 ``reclip_node`` and ``sim_camera`` all come through :func:`run_entry_point`.
 """
 
@@ -18,6 +19,7 @@ SUBCOMMANDS = {
     'eval': ('reclip_ros.cli_eval', 'evaluate accuracy (sim, refcoco, jsonl)'),
     'demo': ('reclip_ros.sim.demo', 'simulated camera + node + scripted commands'),
     'sim': ('reclip_ros.sim.camera_node', 'run the simulated RGB-D camera node'),
+    'replay': ('reclip_ros.replay', 'ground commands on a rosbag2 recording (mcap/sqlite3)'),
     'delivery': ('reclip_ros.frame_delivery', 'measure camera-frame delivery per DDS transport'),
     'soak': ('reclip_ros.soak', 'drive the node for a long run; report memory, answers, latency'),
 }
