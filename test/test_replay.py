@@ -35,7 +35,8 @@ def _scenes():
     return out
 
 
-def _write_bag(path: Path, storage: str, scenes, commands_via_topic: bool):
+def _write_bag(path: Path, storage: str, scenes, commands_via_topic: bool,
+               compressed: bool = False):
     from rosbags.rosbag2 import StoragePlugin, Writer
     store = replay.typestore()
     T = store.types
@@ -44,7 +45,9 @@ def _write_bag(path: Path, storage: str, scenes, commands_via_topic: bool):
     with Writer(path, version=9, storage_plugin=plugin) as writer:
         conns = {name: writer.add_connection(topic, msgtype, typestore=store)
                  for name, topic, msgtype in (
-                     ('image', '/camera/color/image_raw', 'sensor_msgs/msg/Image'),
+                     ('image', '/camera/color/image_raw',
+                      'sensor_msgs/msg/CompressedImage' if compressed
+                      else 'sensor_msgs/msg/Image'),
                      ('depth', '/camera/depth', 'sensor_msgs/msg/Image'),
                      ('info', '/camera/camera_info', 'sensor_msgs/msg/CameraInfo'),
                      ('proposals', '/proposals', 'reclip_ros/msg/Proposals'),
@@ -58,6 +61,13 @@ def _write_bag(path: Path, storage: str, scenes, commands_via_topic: bool):
             image = T['sensor_msgs/msg/Image'](header=header, height=h, width=w,
                                                encoding='rgb8', is_bigendian=0, step=w * 3,
                                                data=frame.rgb.reshape(-1).copy())
+            image_type = 'sensor_msgs/msg/Image'
+            if compressed:
+                import cv2
+                ok, png = cv2.imencode('.png', cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+                image = T['sensor_msgs/msg/CompressedImage'](header=header, format='png',
+                                                             data=png.reshape(-1))
+                image_type = 'sensor_msgs/msg/CompressedImage'
             depth = T['sensor_msgs/msg/Image'](
                 header=header, height=h, width=w, encoding='32FC1', is_bigendian=0,
                 step=w * 4, data=frame.depth.astype(np.float32).reshape(-1).view(np.uint8))
@@ -77,7 +87,7 @@ def _write_bag(path: Path, storage: str, scenes, commands_via_topic: bool):
             for name, msg, msgtype in (('info', info, 'sensor_msgs/msg/CameraInfo'),
                                        ('depth', depth, 'sensor_msgs/msg/Image'),
                                        ('proposals', proposals, 'reclip_ros/msg/Proposals'),
-                                       ('image', image, 'sensor_msgs/msg/Image')):
+                                       ('image', image, image_type)):
                 writer.write(conns[name], t, store.serialize_cdr(msg, msgtype))
             for j, expr in enumerate(expressions):
                 at = t + 300_000_000 + j * 20_000_000   # 0.3 s after the frame
@@ -159,15 +169,17 @@ def test_replay_reproduces_the_simulator_accuracy(tmp_path, scenes, simulator_ac
         assert first[1] == commands[0][0]
 
 
-def test_commands_from_a_topic_in_the_bag(tmp_path, scenes):
+def test_commands_from_a_topic_in_the_bag_with_compressed_images(tmp_path, scenes):
     bag = tmp_path / 'sim_topic'
-    commands = _write_bag(bag, 'mcap', scenes[:1], commands_via_topic=True)
+    commands = _write_bag(bag, 'mcap', scenes[:1], commands_via_topic=True, compressed=True)
     args = _args(bag, tmp_path / 'out', command_topic='/command')
     assert replay.run(args) == 0
     lines = [json.loads(x) for x in (tmp_path / 'out' / 'results.jsonl').read_text()
              .splitlines()]
     assert [line['expression'] for line in lines] == [text for _, text, _ in commands]
     assert [line['command_time_ns'] for line in lines] == [t for t, _, _ in commands]
+    assert all(line['status'] == 'OK' and line['frame_id'] == 'camera_optical'
+               for line in lines)
 
 
 def test_missing_topic_and_bad_bag_are_clear(tmp_path, scenes, capsys):
