@@ -172,7 +172,15 @@ class GroundingWorker:
         self.proposals.put(stamp_ns, boxes)
 
     def submit(self, job: GroundingJob) -> None:
-        """Queue *job*; when the queue is full it gets DROPPED at once."""
+        """Queue *job*; a bad expression gets INVALID_COMMAND and a full queue DROPPED, at once.
+
+        The expression is checked first, so a malformed command says what is wrong with it
+        even when the node is too busy to take it.
+        """
+        problem = self._check_expression(job.expression, self.settings.max_expression_chars)
+        if problem:
+            self.finish(job, JobOutcome(self.failure(job, Status.INVALID_COMMAND, problem)))
+            return
         if not self.queue.put(job):
             self.finish(job, JobOutcome(self.failure(
                 job, Status.DROPPED,

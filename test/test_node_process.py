@@ -51,9 +51,9 @@ def node_process(tiny_clip_dir, tmp_path_factory):
 def _call(client, node, srv_type, name, request):
     cli = client.node.create_client(srv_type, name)
     try:
-        assert cli.wait_for_service(timeout_sec=20.0), f'{name} not offered'
+        assert cli.wait_for_service(timeout_sec=60.0), f'{name} not offered'
         future = cli.call_async(request)
-        assert wait_until(future.done, 20.0)
+        assert wait_until(future.done, 60.0)
         return future.result()
     finally:
         client.node.destroy_client(cli)
