@@ -7,6 +7,7 @@ the same time) do not see each other's topics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -235,6 +236,32 @@ class TestClient:
         """Stop spinning and destroy the node."""
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
+
+
+@contextlib.contextmanager
+def running_node(tiny_clip_dir: str, module: str, log_path: Path, **params: str):
+    """The node as its own process (tiny CLIP, autostart) and a connected test client.
+
+    Yields ``(process, client)``; *params* add or override ``-p`` parameters (as written
+    on the command line). Everything is stopped afterwards.
+    """
+    domain = domain_id(module)
+    values = {'models': f"['{tiny_clip_dir}']", 'detector': "''",
+              'spacy_model': 'en_core_web_sm', 'autostart': 'true', 'max_image_age': '30.0',
+              'image_qos_reliability': 'reliable'}
+    values.update(params)
+    proc = NodeProcess(values, domain, log_path)
+    context = init_context(domain)
+    client = TestClient(context)
+    try:
+        if not client.wait_connected(timeout=120.0):
+            raise AssertionError(f'the node did not come up; its log:\n{proc.log()}')
+        yield proc, client
+    finally:
+        client.close()
+        rclpy.shutdown(context=context)
+        code = proc.stop()
+        print(f'\nnode exit code {code}; log tail:\n{proc.log()[-2000:]}')
 
 
 def init_context(domain: int) -> Context:

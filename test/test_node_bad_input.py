@@ -6,12 +6,10 @@ stays bounded.
 
 import numpy as np
 import pytest
-import rclpy
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import String
 
-from node_helpers import (NodeProcess, TestClient, domain_id, init_context, rss_kb, scene,
-                          scene_boxes, wait_until)
+from node_helpers import rss_kb, running_node, scene, scene_boxes, wait_until
 from reclip_ros import conversions as conv
 from reclip_ros.msg import GroundingResult
 from reclip_ros.srv import Ground
@@ -21,23 +19,10 @@ QUEUE_SIZE = 10
 
 @pytest.fixture(scope='module')
 def node(tiny_clip_dir, tmp_path_factory):
-    domain = domain_id('bad_input')
     log = tmp_path_factory.mktemp('node_bad_input') / 'node.log'
-    proc = NodeProcess({
-        'models': f"['{tiny_clip_dir}']", 'detector': "''", 'spacy_model': 'en_core_web_sm',
-        'autostart': 'true', 'max_image_age': '30.0', 'image_qos_reliability': 'reliable',
-        'queue_size': str(QUEUE_SIZE), 'max_expression_chars': '1000',
-    }, domain, log)
-    context = init_context(domain)
-    client = TestClient(context)
-    try:
-        if not client.wait_connected(timeout=120.0):
-            pytest.fail(f'the node did not come up; its log:\n{proc.log()}')
-        yield proc, client
-    finally:
-        client.close()
-        rclpy.shutdown(context=context)
-        proc.stop()
+    with running_node(tiny_clip_dir, 'bad_input', log, queue_size=str(QUEUE_SIZE),
+                      max_expression_chars='1000') as running:
+        yield running
 
 
 def test_command_before_any_image(node):

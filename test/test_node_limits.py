@@ -8,11 +8,9 @@ its resident memory (now and at its peak) stays below 1.5 GB.
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
-from node_helpers import (RELIABLE_IMAGE, NodeProcess, TestClient, domain_id, init_context,
-                          rss_kb, scene, wait_until)
+from node_helpers import RELIABLE_IMAGE, rss_kb, running_node, scene, wait_until
 from reclip_ros import conversions as conv
 from reclip_ros.msg import GroundingResult, Proposals
 
@@ -21,26 +19,13 @@ GB_KB = 1024 * 1024
 
 @pytest.fixture(scope='module')
 def node(tiny_clip_dir, tmp_path_factory):
-    domain = domain_id('limits')
     log = tmp_path_factory.mktemp('node_limits') / 'node.log'
-    proc = NodeProcess({
-        'models': f"['{tiny_clip_dir}']", 'detector': "''", 'spacy_model': 'en_core_web_sm',
-        'autostart': 'true', 'max_image_age': '60.0', 'image_qos_reliability': 'reliable',
-        'subscribe_compressed': 'true', 'max_candidates': '0',
-    }, domain, log)
-    context = init_context(domain)
-    client = TestClient(context)
-    compressed = client.node.create_publisher(CompressedImage, 'image/compressed',
-                                              RELIABLE_IMAGE)
-    try:
-        if not client.wait_connected(timeout=120.0):
-            pytest.fail(f'the node did not come up; its log:\n{proc.log()}')
+    with running_node(tiny_clip_dir, 'limits', log, max_image_age='60.0',
+                      subscribe_compressed='true', max_candidates='0') as (proc, client):
+        compressed = client.node.create_publisher(CompressedImage, 'image/compressed',
+                                                  RELIABLE_IMAGE)
         assert wait_until(lambda: compressed.get_subscription_count() > 0, 30.0)
         yield proc, client, compressed
-    finally:
-        client.close()
-        rclpy.shutdown(context=context)
-        proc.stop()
 
 
 def _wait_for_frame(client, header):
@@ -57,6 +42,17 @@ def _wait_for_frame(client, header):
         return (result.status == GroundingResult.OK and result.header.stamp == header.stamp
                 and result.header.frame_id == header.frame_id)
     assert wait_until(grounded_on_it, 60.0, period=0.2), seen[-1:]
+
+
+def _answer_on(client, frame_id, timeout):
+    """Ask until an answer comes on the frame *frame_id* (a condition); return it."""
+    answers = []
+
+    def on_it():
+        answers.append(client.command('the red block'))
+        return answers[-1].header.frame_id == frame_id
+    assert wait_until(on_it, timeout, period=0.3), answers[-1:]
+    return answers[-1]
 
 
 def test_2000_proposals_are_cut_to_max_proposals_with_a_message(node):
@@ -91,12 +87,7 @@ def test_8000x8000_rgb8_frame_gets_bad_image_naming_the_limit(node):
                  data=bytes(8000 * 8000 * 3))
     client.image_pub.publish(huge)
     del huge
-
-    def bad_image_on_it():
-        result = client.command('the red block')
-        return result.header.frame_id == 'huge_raw' and result
-    assert wait_until(bad_image_on_it, 90.0, period=0.5)
-    result = bad_image_on_it()
+    result = _answer_on(client, 'huge_raw', 90.0)
     assert result.status == GroundingResult.BAD_IMAGE
     assert 'max_image_pixels' in result.status_message
     assert '8000x8000' in result.status_message
@@ -110,12 +101,7 @@ def test_small_png_of_8000x8000_is_refused_from_its_header(node):
     assert ok and png.nbytes < 300_000  # a small message that decodes to 192 MB
     header = client.header(frame_id='png_bomb')
     compressed.publish(CompressedImage(header=header, format='png', data=png.tobytes()))
-
-    def answered_on_it():
-        result = client.command('the red block')
-        return result.header.frame_id == 'png_bomb' and result
-    assert wait_until(answered_on_it, 60.0, period=0.2)
-    result = answered_on_it()
+    result = _answer_on(client, 'png_bomb', 60.0)
     assert result.status == GroundingResult.BAD_IMAGE
     assert 'max_image_pixels' in result.status_message
     assert proc.alive() and rss_kb(proc.pid, 'VmHWM') < 1.5 * GB_KB

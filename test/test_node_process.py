@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from lifecycle_msgs.srv import GetState
@@ -17,7 +16,7 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CameraInfo, Image
 
-from node_helpers import (RELIABLE, NodeProcess, TestClient, domain_id, init_context, scene,
+from node_helpers import (RELIABLE, running_node, scene,
                           scene_boxes, wait_until)
 from reclip_ros import conversions as conv
 from reclip_ros.msg import GroundingResult
@@ -28,24 +27,10 @@ WIDTH, HEIGHT = 96, 64
 
 @pytest.fixture(scope='module')
 def node_process(tiny_clip_dir, tmp_path_factory):
-    domain = domain_id('process')
     log = tmp_path_factory.mktemp('node_process') / 'node.log'
-    proc = NodeProcess({
-        'models': f"['{tiny_clip_dir}']", 'detector': "''", 'spacy_model': 'en_core_web_sm',
-        'autostart': 'true', 'max_image_age': '30.0', 'image_qos_reliability': 'reliable',
-        'diagnostics_period': '0.2', 'max_candidates': '2',
-    }, domain, log)
-    context = init_context(domain)
-    client = TestClient(context)
-    try:
-        if not client.wait_connected(timeout=120.0):
-            pytest.fail(f'the node did not come up; its log:\n{proc.log()}')
+    with running_node(tiny_clip_dir, 'process', log, diagnostics_period='0.2',
+                      max_candidates='2') as (proc, client):
         yield proc, client, tiny_clip_dir
-    finally:
-        client.close()
-        rclpy.shutdown(context=context)
-        code = proc.stop()
-        print(f'\nnode exit code {code}; log tail:\n{proc.log()[-2000:]}')
 
 
 def _call(client, node, srv_type, name, request):

@@ -185,24 +185,23 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def relation_words(mode: str) -> Dict[str, Tuple[str, ...]]:
-    """Kind -> binary-relation words in *mode*, in matching order (kinds with words only)."""
+def _words(mode: str, which: str) -> Dict[str, Tuple[str, ...]]:
     out = {}
     for kind in REGISTRY:
         words = kind.in_mode(mode)
-        if words is not None and words.relation:
-            out[kind.name] = words.relation
+        if words is not None and getattr(words, which):
+            out[kind.name] = getattr(words, which)
     return out
+
+
+def relation_words(mode: str) -> Dict[str, Tuple[str, ...]]:
+    """Kind -> binary-relation words in *mode*, in matching order (kinds with words only)."""
+    return _words(mode, 'relation')
 
 
 def superlative_words(mode: str) -> Dict[str, Tuple[str, ...]]:
     """Kind -> superlative words in *mode*, in matching order (kinds with words only)."""
-    out = {}
-    for kind in REGISTRY:
-        words = kind.in_mode(mode)
-        if words is not None and words.superlative:
-            out[kind.name] = words.superlative
-    return out
+    return _words(mode, 'superlative')
 
 
 def box_relation(kind: str, mode: str) -> str:
