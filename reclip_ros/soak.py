@@ -13,8 +13,9 @@ private ROS domain); this process is its camera and its client:
 
 The report: commands sent vs results received, commands without a result and with more
 than one, results per status, client-side command-to-result latency (p50 / p95 / max) next
-to the node's own ``latency_receipt_to_publish_ms`` and ``latency_total_ms``, and RSS over
-time with its least-squares slope after ``--warmup`` seconds (MB per minute). The exit code
+to the node's own ``latency_receipt_to_publish_ms`` and ``latency_total_ms``, RSS over
+time with its least-squares slope after ``--warmup`` seconds (MB per minute), and the time
+from SIGINT to the node's exit at the end (``node_stop_s``). The exit code
 is 0 when every command got exactly one result and the node is still alive.
 """
 
@@ -273,12 +274,17 @@ def run(args: argparse.Namespace) -> int:
         report = _report(client, rss, warmup, args, node, domain, time.monotonic() - start)
     finally:
         client.close()
+        stop_s = None
         if node.poll() is None:
+            stop_start = time.monotonic()
             node.send_signal(2)
             try:
                 node.wait(10.0)
+                stop_s = round(time.monotonic() - stop_start, 2)
             except subprocess.TimeoutExpired:
                 node.kill()
+        if report:
+            report['node_stop_s'] = stop_s  # SIGINT to exit (None: killed after 10 s)
         if log is not subprocess.DEVNULL:
             log.close()
     _print_report(report)
@@ -343,5 +349,6 @@ def _print_report(report: dict) -> None:
              f"node receipt-to-publish ms (OK) {report['receipt_to_publish_ms_ok']}",
              f"node grounding total ms (OK) {report['grounding_total_ms_ok']}",
              f"RSS MB {report['rss_mb']}",
-             f"node alive at the end: {report['node_alive_at_end']}"]
+             f"node alive at the end: {report['node_alive_at_end']}",
+             f"SIGINT to node exit: {report.get('node_stop_s')} s"]
     print('\n'.join(lines))

@@ -38,3 +38,4 @@ def test_a_short_soak_answers_every_command_once(tmp_path):
     assert len(report['rss_series_s_kb']) >= 5
     assert report['client_latency_ms']['p50'] is not None
     assert 'commands' in proc.stdout and 'RSS MB' in proc.stdout
+    assert report['node_stop_s'] is not None  # SIGINT ended the node by itself (measured)
