@@ -21,6 +21,7 @@ from reclip_ros.command_queue import (SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQu
 from reclip_ros.core.types import GroundingResult, Status
 from reclip_ros.frame_buffer import Frame, FrameHistory, LatestSlot, StampedHistory
 from reclip_ros.frame_sync import SyncSettings, choose_frame, missing_depth_note
+from reclip_ros.heap import HeapTrimmer
 
 #: Statuses of results about a frame: they carry that frame's header. Every other status
 #: (NO_IMAGE, INVALID_COMMAND, DROPPED, ERROR) used no image: its header has the command's
@@ -136,6 +137,7 @@ class GroundingWorker:
         self._last_continuous_time = 0.0
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._heap = HeapTrimmer()  # freed frame buffers back to the system, between jobs
 
     def status_values(self, now_ns: int) -> Dict[str, Any]:
         """Queue, input and latency figures for the node's diagnostics."""
@@ -252,9 +254,9 @@ class GroundingWorker:
                 break
             if job is None:
                 job = self._continuous_job()
-                if job is None:
-                    continue
-            self.handle(job)
+            if job is not None:
+                self.handle(job)
+            self._heap.maybe_trim()
 
     def _idle_timeout(self) -> float:
         if self.settings.continuous and self._last_command is not None:

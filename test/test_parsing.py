@@ -309,3 +309,14 @@ def test_bare_left_of_right_of_keeps_head_and_relation(parser, expression, head,
     assert head in parsed.root.text
     assert [r.kind for r in parsed.root.relations] == [relation]
     assert child in parsed.root.relations[0].children[0].text
+
+
+@pytest.mark.parametrize('mode', ['extended', 'paper'])
+def test_unique_words_do_not_grow_the_spacy_vocabulary(parser, mode):
+    """A long-running node sees endless new words; spaCy's string store must not keep them."""
+    parser.parse('the red mug', mode)
+    strings = len(parser.nlp.vocab.strings)
+    for k in range(50):
+        parsed = parser.parse(f'the zqx{k}mug left of the wobbler{k}{mode}', mode)
+        assert f'zqx{k}mug' in parsed.root.text  # results are plain strings, still readable
+    assert len(parser.nlp.vocab.strings) == strings

@@ -550,6 +550,9 @@ def _canonical_relation_wording(text: str) -> str:
 # --- the parser -----------------------------------------------------------------------------
 _PIPELINES: Dict[str, object] = {}
 _PIPELINES_LOCK = threading.Lock()
+# One parse at a time per process: each parse runs in a spaCy memory zone, and zones must
+# not nest (two threads parsing at once would nest them).
+_PARSE_LOCK = threading.Lock()
 
 
 def load_spacy_pipeline(name: str = DEFAULT_SPACY_MODEL):
@@ -617,6 +620,14 @@ class ExpressionParser:
         cleaned = ' '.join(expression.split())
         if not any(ch.isalnum() for ch in cleaned):
             raise ValueError('expression is empty (no words)')
+        # Every word spaCy has not seen adds a string and a lexeme to its vocabulary, which
+        # a long-running node would keep forever (about 0.4 MB per 1000 unique words).
+        # The memory zone frees them when the parse ends; the parse result holds only
+        # Python strings, never a Doc or a Token.
+        with _PARSE_LOCK, self.nlp.memory_zone():
+            return self._parse(cleaned, relations)
+
+    def _parse(self, cleaned: str, relations: str) -> ParsedExpression:
         if relations == PAPER:
             from reclip_ros.core.paper_extraction import parse_paper
             return parse_paper(self.nlp, cleaned)
