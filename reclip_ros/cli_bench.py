@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from reclip_ros.core.models import PRECISIONS
 from reclip_ros.core.random_models import CLIP_PRESETS
 
 DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
@@ -33,7 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help='numbers of proposal boxes to measure (default: 10 20 40)')
     parser.add_argument('--repeats', type=int, default=3, metavar='R',
                         help='timed repeats per N, median reported (default: 3)')
-    parser.add_argument('--precision', default='fp32', choices=('auto', 'fp32', 'fp16', 'bf16'),
+    parser.add_argument('--precision', default='fp32', choices=PRECISIONS,
                         help='model precision; other than fp32 also compares rankings with '
                              'fp32 (default: fp32)')
     parser.add_argument('--device', default='auto',
@@ -45,6 +46,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-grounder', action='store_true',
                         help='emulate the relational expression with scorer calls instead of '
                              'running the Grounder')
+    parser.add_argument('--detector', action='append', default=[], metavar='ID_OR_DIR',
+                        help='also measure the per-frame time of this detector at its native '
+                             'input size (repeatable)')
+    parser.add_argument('--random-detectors', action='store_true',
+                        help="also measure random-weight copies of both 'auto' detector "
+                             'architectures (OWLv2 base/16 at 960 px, OWL-ViT base/32 at '
+                             '768 px; works offline)')
     parser.add_argument('--json', action='store_true', help='print the report as JSON')
 
 
@@ -60,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         models=tuple(args.model or [DEFAULT_MODEL]), random_init=args.random_init or '',
         random_dir=args.random_dir, proposals=tuple(args.proposals), repeats=args.repeats,
         precision=args.precision, device=args.device, batch_size=args.batch_size,
-        threads=args.threads, use_grounder=not args.no_grounder)
+        threads=args.threads, use_grounder=not args.no_grounder,
+        detectors=tuple(args.detector), random_detectors=args.random_detectors)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

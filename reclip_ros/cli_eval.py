@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+from reclip_ros.core.models import PRECISIONS
 from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 from reclip_ros.core.types import ReclipError
 from reclip_ros.evaluation.engine import (
@@ -38,7 +39,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help=f'CLIP checkpoint(s) (hub id or directory); several = ensemble '
                         f'(default: {DEFAULT_MODEL})')
     g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    g.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'))
+    g.add_argument('--precision', default='auto', choices=PRECISIONS)
     g.add_argument('--spacy-model', default='en_core_web_sm', help='spaCy pipeline name')
     g.add_argument('--blur-sigma', type=float, default=100.0, help='blur isolation sigma (px)')
     g.add_argument('--relations', default=DEFAULT_RELATION_MODE, choices=RELATION_MODES,

@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from reclip_ros.core.grounder import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS
+from reclip_ros.core.models import PRECISIONS
 from reclip_ros.core.proposals import DEFAULT_DETECTOR
 from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 
@@ -42,7 +43,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help='candidate boxes: a JSON list of [x, y, width, height] in pixels '
                              '(or {"boxes": [...]}); without it the detector proposes')
     parser.add_argument('--detector', default=DEFAULT_DETECTOR, metavar='ID_OR_DIR',
-                        help='proposal detector used when --boxes is not given '
+                        help='proposal detector used when --boxes is not given; auto: '
+                             'OWLv2 base/16 on CUDA, OWL-ViT base/32 on CPU '
                              f'(default: {DEFAULT_DETECTOR})')
     parser.add_argument('--model', action='append', metavar='ID_OR_DIR',
                         help='CLIP-family model (hub id, local directory or "sim"); repeat to '
@@ -50,7 +52,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', default='auto',
                         help="'auto' (CUDA if present), 'cpu', 'cuda' or 'cuda:N' "
                              '(default: auto)')
-    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
+    parser.add_argument('--precision', default='auto', choices=PRECISIONS,
                         help='model precision; auto = fp16 on CUDA, fp32 on CPU (default: auto)')
     parser.add_argument('--spacy-model', default='en_core_web_sm', metavar='NAME',
                         help='spaCy pipeline for parsing (default: en_core_web_sm)')

@@ -188,6 +188,9 @@ class ReclipNode(Node):
                 self.get_logger().info(f'loading models {list(config.models)} on '
                                        f'{config.device} (detector {config.detector!r})')
                 self.grounder = Grounder.from_config(config)
+                if config.detector:
+                    self.get_logger().info(f'detector {config.detector!r}: '
+                                           f'{self.grounder.detector_name}')
             except Exception as exc:  # noqa: BLE001 - the reason goes to the log
                 problem = f'{type(exc).__name__}: {exc}'
         if problem is not None:
@@ -443,7 +446,7 @@ class ReclipNode(Node):
             return
         frame = worker.newest_frame()
         values = {'device': grounder.device, 'models': grounder.model_names,
-                  'detector': self.param('detector') or '(proposals topic only)',
+                  'detector': grounder.detector_name or '(proposals topic only)',
                   'continuous': self.param('continuous'), 'transport': self.transport}
         values.update(worker.status_values(self._now_ns()))
         level, message = DiagnosticStatus.OK, 'ok'

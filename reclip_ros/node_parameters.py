@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from reclip_ros.core.grounder import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS
+from reclip_ros.core.models import PRECISIONS
+from reclip_ros.core.proposals import DEFAULT_DETECTOR
 from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 
 DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
@@ -48,16 +50,18 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('models', ['openai/clip-vit-base-patch32'],
                   'CLIP-family models to ensemble (logits summed): hub ids or local model '
                   "directories; 'sim' is the embedded simulation model", on_configure=True),
-    ParameterSpec('detector', 'google/owlv2-base-patch16-ensemble',
-                  'object detector for proposals (hub id or directory); empty: proposals '
-                  'only from the `proposals` topic or the service request', on_configure=True),
+    ParameterSpec('detector', DEFAULT_DETECTOR,
+                  "object detector for proposals (hub id or directory); 'auto': OWLv2 "
+                  'base/16 on CUDA, OWL-ViT base/32 on CPU; empty: proposals only from the '
+                  '`proposals` topic or the service request', on_configure=True),
     ParameterSpec('spacy_model', 'en_core_web_sm',
                   'spaCy pipeline of the expression parser', on_configure=True),
     ParameterSpec('device', 'auto', "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'",
                   on_configure=True),
     ParameterSpec('precision', 'auto',
-                  "model precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16'",
-                  on_configure=True, choices=('auto', 'fp32', 'fp16', 'bf16')),
+                  "model precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16', "
+                  "'int8' (CPU: linear layers quantised; CLIP models and detector)",
+                  on_configure=True, choices=PRECISIONS),
     ParameterSpec('batch_size', 32, 'isolated images per forward pass (bounds GPU memory)',
                   on_configure=True, min_value=1, max_value=1024),
     ParameterSpec('blur_sigma', 100.0, 'Gaussian sigma of the blur isolation, pixels',

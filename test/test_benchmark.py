@@ -48,3 +48,34 @@ def test_bench_command_bad_input(capsys):
     assert cli.main(['bench', '--model', '/no/such/model', '--device', 'cpu']) == 2
     assert 'does not exist' in capsys.readouterr().err
     assert cli.main(['bench', '--repeats', '0']) == 2
+
+
+def test_bench_int8_reports_the_fp32_floor_and_the_ranking_check(tiny_clip_dir, capsys):
+    code = cli.main(['bench', '--model', tiny_clip_dir, '--proposals', '4', '--repeats', '1',
+                     '--precision', 'int8', '--device', 'cpu', '--no-grounder', '--json'])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report['dtype'] == 'int8' and 'int8' in report['models'][0]
+    (row,) = report['results']
+    assert row['fp32_floor_ms'] > 0 and row['cold_over_fp32_floor'] > 0
+    assert row['cold_over_fp32_floor'] == pytest.approx(row['cold_ms'] / row['fp32_floor_ms'])
+    (ranking,) = report['ranking_vs_fp32']
+    assert ranking['comparisons'] == 3 * 6  # ranking frames x expressions
+
+
+def test_bench_fp32_has_no_fp32_comparison(tiny_clip_dir, capsys):
+    assert cli.main(['bench', '--model', tiny_clip_dir, '--proposals', '2', '--repeats', '1',
+                     '--device', 'cpu', '--no-grounder', '--json']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 'ranking_vs_fp32' not in report
+    assert 'fp32_floor_ms' not in report['results'][0]
+
+
+def test_bench_measures_a_detector_per_frame(tiny_owlv2_dir, tiny_clip_dir, capsys):
+    assert cli.main(['bench', '--model', tiny_clip_dir, '--proposals', '2', '--repeats', '1',
+                     '--device', 'cpu', '--no-grounder', '--detector', tiny_owlv2_dir,
+                     '--json']) == 0
+    report = json.loads(capsys.readouterr().out)
+    (det,) = report['detector_results']
+    assert det['detector'] == tiny_owlv2_dir and det['model_type'] == 'owlv2'
+    assert det['input_size'] == 64 and det['frame_ms'] > 0 and det['precision'] == 'float32'

@@ -16,7 +16,12 @@ random boxes and empty caches, and measures:
   preprocessed): the compute that no implementation can avoid.
 
 With a precision other than fp32 the candidate rankings are compared with fp32 copies of the
-same models (top-1 agreement, Spearman and Kendall rank correlation of the logits).
+same models (top-1 agreement, Spearman and Kendall rank correlation of the logits), and the
+fp32 copies' floor is measured on the same frames (``fp32_floor_ms``, ``cold_over_fp32_floor``):
+the number a lower precision has to beat.
+
+With ``detectors``, each detector's per-frame proposal time is measured at its native input
+size on the same synthetic frames (``detector_results``).
 """
 
 from __future__ import annotations
@@ -52,13 +57,16 @@ class BenchConfig:
         random_dir: where random models are saved (reused when present); '' = temporary.
         proposals: numbers of boxes N to measure.
         repeats: timed repeats per N (median reported), after one warm-up.
-        precision: 'auto', 'fp32', 'fp16' or 'bf16'.
+        precision: 'auto', 'fp32', 'fp16', 'bf16' or 'int8'.
         device: 'auto', 'cpu', 'cuda', 'cuda:N'.
         batch_size: images per forward pass in the scorer.
         threads: torch intra-op threads (0 = torch's default).
         seed: seed of the synthetic frames and boxes.
         width, height: synthetic frame size.
         ranking_frames: frames used to compare rankings with fp32 (precision != fp32).
+        detectors: detector ids / directories whose per-frame time is measured.
+        random_detectors: also measure random-weight copies of the default detectors'
+            architectures (works offline; the weights do not change the time).
     """
 
     models: Tuple[str, ...] = ('openai/clip-vit-base-patch32',)
@@ -75,6 +83,8 @@ class BenchConfig:
     height: int = 480
     ranking_frames: int = 3
     use_grounder: bool = True
+    detectors: Tuple[str, ...] = ()
+    random_detectors: bool = False
     extra: Dict[str, str] = field(default_factory=dict)
 
 
@@ -235,12 +245,14 @@ def _measure_once(scorer, grounder, image, boxes, key) -> dict:
             'relational_cpu_ms': relational_cpu}
 
 
-def measure_latency(scorer, grounder, n: int, config: BenchConfig) -> dict:
+def measure_latency(scorer, grounder, n: int, config: BenchConfig,
+                    reference=None) -> dict:
     """Median per-stage latencies (ms) for *n* proposals over ``config.repeats`` frames.
 
     Wall-clock and process CPU times are both reported: on a machine shared with other
     work the CPU time is the stable measure. The floor is measured on the same frame as the
     cold pass, alternately before and after it; ratios are medians of per-frame ratios.
+    With a *reference* scorer (fp32 copies of the models) its floor is measured too.
     """
     runs = []
     for repeat in range(-1, config.repeats):  # repeat -1 is the warm-up
@@ -253,6 +265,8 @@ def measure_latency(scorer, grounder, n: int, config: BenchConfig) -> dict:
         if not floor_first:
             floor = _floor_ms(scorer, image, boxes)
         run['floor_ms'], run['floor_cpu_ms'] = floor
+        if reference is not None:
+            run['fp32_floor_ms'], run['fp32_floor_cpu_ms'] = _floor_ms(reference, image, boxes)
         if repeat >= 0:
             runs.append(run)
     out = {'proposals': n, 'images_per_model': n * len(scorer.methods)}
@@ -264,7 +278,24 @@ def measure_latency(scorer, grounder, n: int, config: BenchConfig) -> dict:
             [r[f'cold_{suffix}'] / r[f'floor_{suffix}'] for r in runs])
         out[f'cold_over_second{tag}'] = _median(
             [r[f'cold_{suffix}'] / max(r[f'second_{suffix}'], 1e-6) for r in runs])
+        if reference is not None:
+            out[f'cold_over_fp32_floor{tag}'] = _median(
+                [r[f'cold_{suffix}'] / r[f'fp32_floor_{suffix}'] for r in runs])
     return out
+
+
+def is_fp32(models: Sequence) -> bool:
+    """True when every model computes in plain fp32 (not int8-quantised)."""
+    import torch
+    return all(m.dtype == torch.float32 and not getattr(m, 'quantized', False)
+               for m in models)
+
+
+def precision_label(models: Sequence) -> str:
+    """'int8' for quantised models, otherwise the weights' dtype ('float32', ...)."""
+    first = models[0]
+    return 'int8' if getattr(first, 'quantized', False) else \
+        str(first.dtype).replace('torch.', '')
 
 
 def compare_rankings(models: list, reference: list, config: BenchConfig,
@@ -331,7 +362,7 @@ def run_benchmark(config: BenchConfig,
         'config': asdict(config),
         'models': [m.describe() for m in models],
         'device': models[0].device,
-        'dtype': str(models[0].dtype).replace('torch.', ''),
+        'dtype': precision_label(models),
         'torch_threads': torch.get_num_threads(),
         'load_average_at_start': _load_average(),
         'relational_via': 'Grounder.ground (boxes given)' if grounder is not None else
@@ -339,23 +370,74 @@ def run_benchmark(config: BenchConfig,
                           f'({why})',
         'results': [],
     }
+    reference, reference_scorer = [], None
     try:
-        for n in config.proposals:
-            log(f'measuring N={n} ...')
-            report['results'].append(measure_latency(scorer, grounder, n, config))
-        if models[0].dtype != torch.float32:
-            log('comparing rankings with fp32 ...')
+        if not is_fp32(models):
             reference = [ClipModel.load(n, device=config.device, precision='fp32')
                          for n in names]
+            reference_scorer = RegionScorer(reference, batch_size=config.batch_size)
+        for n in config.proposals:
+            log(f'measuring N={n} ...')
+            report['results'].append(measure_latency(scorer, grounder, n, config,
+                                                     reference_scorer))
+        if reference:
+            log('comparing rankings with fp32 ...')
             report['ranking_vs_fp32'] = [compare_rankings(models, reference, config, n)
                                          for n in config.proposals]
-            for model in reference:
-                model.unload()
+        detectors = list(config.detectors)
+        if config.random_detectors:
+            detectors += random_detector_dirs(config, log)
+        if detectors:
+            report['detector_results'] = [measure_detector(d, config, log) for d in detectors]
     finally:
         scorer.close()
+        if reference_scorer is not None:
+            reference_scorer.close()
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
     return report
+
+
+def random_detector_dirs(config: BenchConfig, log: Callable[[str], None]) -> List[str]:
+    """Random-weight copies of each default detector architecture, saved under random_dir."""
+    from reclip_ros.core.random_models import OWL_PRESETS, save_random_owl
+
+    base = Path(config.random_dir or tempfile.mkdtemp(prefix='reclip_bench_'))
+    out = []
+    for preset in OWL_PRESETS:
+        target = base / f'random-{preset}-seed{config.seed}'
+        if not (target / 'config.json').is_file():
+            log(f'saving a random-weight {preset} detector to {target} ...')
+            save_random_owl(target, preset=preset, seed=config.seed)
+        out.append(str(target))
+    return out
+
+
+def measure_detector(name: str, config: BenchConfig, log: Callable[[str], None]) -> dict:
+    """Median per-frame proposal time of detector *name* (at its native input size)."""
+    from reclip_ros.core.proposals import DetectorProposals
+
+    log(f'measuring detector {name} ...')
+    detector = DetectorProposals(name, device=config.device, precision=config.precision)
+    try:
+        walls, cpus, counts = [], [], []
+        for repeat in range(-1, config.repeats):
+            image = synthetic_frame(config.width, config.height, 4242 + repeat)
+            watch = _Stopwatch()
+            boxes = detector.propose(image)
+            wall, cpu = watch.read()
+            if repeat >= 0:
+                walls.append(wall)
+                cpus.append(cpu)
+                counts.append(len(boxes))
+        return {'detector': name, 'model_type': detector.model_type,
+                'input_size': detector.input_size, 'device': detector.device,
+                'precision': 'int8' if detector.quantized else
+                str(detector.dtype).replace('torch.', ''),
+                'frame_ms': _median(walls), 'frame_cpu_ms': _median(cpus),
+                'boxes': _median(counts)}
+    finally:
+        detector.close()
 
 
 def format_table(report: dict) -> str:
@@ -381,6 +463,19 @@ def format_table(report: dict) -> str:
                    f"{r['cold_text_ms']:>7.1f}" if not tag else ''))
     lines.append('(wall: elapsed time; cpu: process CPU time, all threads; isolate / img enc '
                  '/ text: wall time of the cold pass\'s stages)')
+    if report['results'] and 'cold_over_fp32_floor' in report['results'][0]:
+        lines += ['', f"{report['dtype']} against the fp32 floor (fp32 copies, same frames):"]
+        for r in report['results']:
+            lines.append(f"  N={r['proposals']}: cold {r['cold_ms']:.1f} ms, fp32 floor "
+                         f"{r['fp32_floor_ms']:.1f} ms, cold/fp32 floor "
+                         f"{r['cold_over_fp32_floor']:.3f} (CPU time: "
+                         f"{r['cold_over_fp32_floor_cpu']:.3f})")
+    for r in report.get('detector_results', []):
+        if r is report['detector_results'][0]:
+            lines += ['', 'detector per frame (native input size):']
+        lines.append(f"  {r['detector']} ({r['model_type']}, {r['input_size']} px, "
+                     f"{r['precision']}): {r['frame_ms']:.1f} ms wall, "
+                     f"{r['frame_cpu_ms']:.1f} ms CPU, {r['boxes']:.0f} boxes")
     for r in report.get('ranking_vs_fp32', []):
         if r is report.get('ranking_vs_fp32', [])[0]:
             lines += ['', f"ranking vs fp32 ({report['dtype']}):"]

@@ -31,7 +31,6 @@ DEFAULT_MODELS = ('openai/clip-vit-base-patch32',)
 DEFAULT_MAX_PROPOSALS = 100
 #: The largest image accepted, in pixels (4096 x 4096, about 16.8 MP).
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
-DEFAULT_DETECTOR = 'google/owlv2-base-patch16-ensemble'
 
 
 @dataclass(frozen=True)
@@ -41,9 +40,11 @@ class GrounderConfig:
     Attributes:
         models: CLIP-family hub ids or local directories, ensembled (logits summed).
         device: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.
-        precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16' or 'bf16'.
+        precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16' or 'int8'
+            (CPU; linear layers quantised); the CLIP models and the detector.
         spacy_model: spaCy pipeline used by the expression parser.
-        detector: detector hub id or directory; '' means proposals must be given.
+        detector: detector hub id or directory, or 'auto' (OWLv2 on CUDA, OWL-ViT base/32
+            on CPU; see ``proposals.resolve_detector``); '' means proposals must be given.
         blur_sigma: Gaussian sigma (pixels) of the blur isolation (paper's code: 100).
         size_prior: proposals with area <= this fraction of the image get probability 0
             (0 disables; the paper's "+ size prior" rows use 0.05).
@@ -266,7 +267,9 @@ class Grounder:
                 config.detector, device=config.device,
                 score_threshold=config.detector_score_threshold,
                 nms_iou=config.detector_nms_iou, min_size=config.detector_min_size,
-                top_k=config.detector_top_k)
+                top_k=config.detector_top_k, precision=config.precision)
+            LOGGER.info('detector %r: %s on %s', config.detector, proposals.name,
+                        proposals.device)
         return cls(scorer, parser, proposals=proposals, size_prior=config.size_prior,
                    max_expression_chars=config.max_expression_chars,
                    center_offset=config.center_offset, relations=config.relations,
@@ -283,6 +286,11 @@ class Grounder:
     def model_names(self) -> List[str]:
         """The ensembled CLIP model ids / directories."""
         return [m.name for m in getattr(self.scorer, 'models', [])]
+
+    @property
+    def detector_name(self) -> str:
+        """The detector in use (''auto'' resolved to an id), or '' without one."""
+        return str(getattr(self.proposals, 'name', '') or '')
 
     def close(self) -> None:
         """Release the models (and cached GPU memory)."""

@@ -23,8 +23,10 @@ import torch
 
 from reclip_ros.core.types import DeviceError, ModelLoadError
 
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
-_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16', 'int8')
+INT8 = 'int8'  # fp32 weights loaded, then every Linear quantised (CPU; core/int8.py)
+_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16,
+           INT8: torch.float32}
 MODEL_ALIASES = {'sim': 'sim_clip'}
 SIGLIP_TYPES = ('siglip',)
 # Checkpoint types that load with AutoModel and have get_*_features but take other inputs.
@@ -81,6 +83,8 @@ def resolve_device(requested: str = 'auto') -> str:
 def resolve_precision(precision: str, device: str) -> torch.dtype:
     """Return the torch dtype for *precision* on *device* ('auto': fp16 on CUDA, else fp32).
 
+    'int8' loads fp32 weights (its linear layers are quantised after loading).
+
     Raises:
         ValueError: unknown precision name.
     """
@@ -90,6 +94,11 @@ def resolve_precision(precision: str, device: str) -> torch.dtype:
     if text == 'auto':
         return torch.float16 if device.startswith('cuda') else torch.float32
     return _DTYPES[text]
+
+
+def precision_name(precision: str) -> str:
+    """The normalised precision name ('auto', 'fp32', ..., 'int8')."""
+    return str(precision or 'auto').strip().lower()
 
 
 def _package_model_dirs(directory_name: str) -> List[Path]:
@@ -234,8 +243,10 @@ class ClipModel:
 
     def __init__(self, name: str, model, tokenizer, device: str, dtype: torch.dtype,
                  image_size: int, image_mean: Sequence[float], image_std: Sequence[float],
-                 model_type: str = 'clip', text_max_length: int = 77, resample: int = 3):
+                 model_type: str = 'clip', text_max_length: int = 77, resample: int = 3,
+                 quantized: bool = False):
         self.name = name
+        self.quantized = bool(quantized)
         self.resample = int(resample)
         self.model = model
         self.tokenizer = tokenizer
@@ -266,7 +277,7 @@ class ClipModel:
             name_or_dir: e.g. ``'openai/clip-vit-base-patch32'``, ``'/models/clip'``, ``'sim'``.
             device: ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
             precision: ``'auto'`` (fp16 on CUDA, fp32 on CPU), ``'fp32'``, ``'fp16'``,
-                ``'bf16'``.
+                ``'bf16'`` or ``'int8'`` (CPU: every linear layer dynamically quantised).
 
         Raises:
             DeviceError: the device is not available.
@@ -277,6 +288,12 @@ class ClipModel:
             dtype = resolve_precision(precision, resolved)
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
+        quantize = precision_name(precision) == INT8
+        if quantize:
+            from reclip_ros.core.int8 import int8_unavailable
+            problem = int8_unavailable(resolved)
+            if problem:
+                raise DeviceError(problem)
         path = resolve_model_path(name_or_dir)
         local_dir = os.path.isdir(path)
         if not local_dir and _looks_like_local_path(path):
@@ -320,6 +337,9 @@ class ClipModel:
             model = model.to(device=resolved, dtype=dtype).eval()
         except RuntimeError as exc:
             raise DeviceError(f"cannot move model '{name_or_dir}' to {resolved}: {exc}") from exc
+        if quantize:
+            from reclip_ros.core.int8 import quantize_linears
+            quantize_linears(model)
         image_size = _image_size(processor, config)
         default_mean, default_std = _DEFAULT_STATS.get(
             'siglip' if model_type in SIGLIP_TYPES else 'clip')
@@ -332,7 +352,8 @@ class ClipModel:
         resample = processor.get('resample', _DEFAULT_RESAMPLE)
         return cls(str(name_or_dir), model, tokenizer, resolved, dtype, image_size, mean, std,
                    model_type=model_type, text_max_length=max_length,
-                   resample=int(resample) if resample is not None else _DEFAULT_RESAMPLE)
+                   resample=int(resample) if resample is not None else _DEFAULT_RESAMPLE,
+                   quantized=quantize)
 
     @property
     def loaded(self) -> bool:
@@ -423,8 +444,8 @@ class ClipModel:
 
     def describe(self) -> str:
         """One line: name, type, device, dtype and input size."""
-        return (f'{self.name} ({self.model_type}, {self.device}, '
-                f'{str(self.dtype).replace("torch.", "")}, {self.image_size}px)')
+        precision = INT8 if self.quantized else str(self.dtype).replace('torch.', '')
+        return f'{self.name} ({self.model_type}, {self.device}, {precision}, {self.image_size}px)'
 
     def __repr__(self) -> str:
         return f'ClipModel({self.describe()})'

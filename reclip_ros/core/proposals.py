@@ -21,14 +21,26 @@ from typing import List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 
-from reclip_ros.core.types import Box, ModelLoadError
+from reclip_ros.core.types import Box, DeviceError, ModelLoadError
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_DETECTOR = 'google/owlv2-base-patch16-ensemble'
+#: ``detector: auto`` picks a detector sized for the device: OWLv2 base/16 (960 px, the
+#: better proposals) on CUDA; OWL-ViT base/32 (768 px, about 11x less compute) on CPU,
+#: where OWLv2 takes about 9 s per frame on 2 cores (``reclip bench --random-detectors``).
+DETECTOR_AUTO = 'auto'
+GPU_DETECTOR = 'google/owlv2-base-patch16-ensemble'
+CPU_DETECTOR = 'google/owlvit-base-patch32'
+DEFAULT_DETECTOR = DETECTOR_AUTO
+
+
+def resolve_detector(name: str, device: str) -> str:
+    """The detector id for *name* on the resolved *device* ('auto' picks by device)."""
+    if str(name).strip().lower() != DETECTOR_AUTO:
+        return name
+    return GPU_DETECTOR if str(device).startswith('cuda') else CPU_DETECTOR
 # Query used for OWL-ViT v1, which has no class-agnostic objectness head.
 GENERIC_OBJECT_QUERY = 'a photo of an object'
-_PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 
 
 @runtime_checkable
@@ -184,15 +196,6 @@ class GivenBoxes:
         return filter_proposals(self.boxes, None, self.nms_iou, self.min_size, self.top_k)
 
 
-def _resolve_dtype(precision: str, device: str):
-    import torch
-    if precision not in _PRECISIONS:
-        raise ValueError(f'precision must be one of {", ".join(_PRECISIONS)}, got {precision!r}')
-    if precision == 'auto':
-        return torch.float16 if device.startswith('cuda') else torch.float32
-    return {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
-
-
 def _fetch_hint(model: str) -> str:
     if model.startswith(('/', '.', '~')) and not os.path.isdir(os.path.expanduser(model)):
         return f'there is no directory {model!r}'
@@ -210,14 +213,16 @@ class DetectorProposals:
 
     Args:
         model: hub id or local directory of an OWLv2 / OWL-ViT checkpoint or of any
-            ``AutoModelForObjectDetection`` checkpoint.
+            ``AutoModelForObjectDetection`` checkpoint; ``'auto'`` (the default) picks
+            OWLv2 base/16 on CUDA and OWL-ViT base/32 on CPU (``name`` says which).
         device: 'auto', 'cpu', 'cuda' or 'cuda:N' (see ``models.resolve_device``).
         score_threshold: minimum score (OWLv2: sigmoid of the objectness logit; other
             detectors: their class score) for a box to be proposed.
         nms_iou: IoU above which overlapping proposals are suppressed (None: no NMS).
         min_size: minimum width and height of a proposal in pixels of the original image.
         top_k: maximum number of proposals (highest scores first).
-        precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16' or 'bf16'.
+        precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16' or 'int8'
+            (CPU: the linear layers quantised, as for CLIP models).
         local_files_only: never contact the hub (default). With False a missing model is
             downloaded.
 
@@ -233,15 +238,21 @@ class DetectorProposals:
                  local_files_only: bool = True) -> None:
         import torch
 
-        from reclip_ros.core.models import resolve_device
+        from reclip_ros.core.models import INT8, precision_name, resolve_device, resolve_precision
 
-        self.name = str(model)
+        self.device = resolve_device(device)
+        self.name = resolve_detector(str(model), self.device)
         self.score_threshold = float(score_threshold)
         self.nms_iou = nms_iou
         self.min_size = float(min_size)
         self.top_k = top_k
-        self.device = resolve_device(device)
-        self.dtype = _resolve_dtype(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.quantized = precision_name(precision) == INT8
+        if self.quantized:
+            from reclip_ros.core.int8 import int8_unavailable
+            problem = int8_unavailable(self.device)
+            if problem:
+                raise DeviceError(problem)
         self._torch = torch
         self._load(local_files_only)
 
@@ -296,6 +307,9 @@ class DetectorProposals:
                                  f'loaded ({type(exc).__name__}: {_first_line(exc)}); '
                                  f'{_fetch_hint(self.name)}') from exc
         self.model = model.to(self.device).eval()
+        if self.quantized:
+            from reclip_ros.core.int8 import quantize_linears
+            quantize_linears(self.model)
         if not self._owl:
             # Surface missing optional backends (torchvision, scipy) now, not per frame.
             try:
@@ -326,6 +340,15 @@ class DetectorProposals:
         self.model.to(self.device)
         self._offloaded = False
         return True
+
+    @property
+    def input_size(self) -> Optional[int]:
+        """The square side, in pixels, images are resized to (None when not square/known)."""
+        if self._owl:
+            return int(self._owl_preprocess[0])
+        size = getattr(self.image_processor, 'size', None) or {}
+        side = size.get('height') or size.get('shortest_edge')
+        return int(side) if side else None
 
     # -- inference ---------------------------------------------------------------------------
 

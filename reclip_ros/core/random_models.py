@@ -217,6 +217,62 @@ def save_random_owlv2(directory: PathLike, seed: int = 0) -> Path:
     return directory
 
 
+# The architectures of the two default detectors (``detector: auto``), at their native input
+# sizes, for timing them offline (``reclip bench --random-detectors``).
+_OWL_PRESETS = {
+    'owlv2-base-16': dict(kind='owlv2', image_size=960, patch_size=16),
+    'owlvit-base-32': dict(kind='owlvit', image_size=768, patch_size=32),
+}
+OWL_PRESETS = tuple(_OWL_PRESETS)
+
+
+def save_random_owl(directory: PathLike, preset: str = 'owlvit-base-32', seed: int = 0) -> Path:
+    """Save a randomly initialised OWLv2 / OWL-ViT with a base-size architecture.
+
+    Vision: ViT-B (768 wide, 12 layers) at the preset's patch and input size; text: the
+    CLIP base text tower over this module's small tokenizer. Same compute per frame as the
+    released checkpoints of that architecture; the weights are random.
+    """
+    from transformers import (Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor,
+                              Owlv2Processor, OwlViTConfig, OwlViTForObjectDetection,
+                              OwlViTImageProcessor, OwlViTProcessor)
+
+    if preset not in _OWL_PRESETS:
+        raise ValueError(f'unknown preset {preset!r}; choose one of {OWL_PRESETS}')
+    spec = _OWL_PRESETS[preset]
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_clip_tokenizer(tmp)
+    text = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                num_attention_heads=8, max_position_embeddings=16, vocab_size=len(tokenizer),
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                  num_attention_heads=12, image_size=spec['image_size'],
+                  patch_size=spec['patch_size'])
+    size = {'height': spec['image_size'], 'width': spec['image_size']}
+    torch.manual_seed(seed)
+    tokenizer.model_max_length = 16
+    if spec['kind'] == 'owlv2':
+        model = Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision,
+                                                    projection_dim=512)).eval()
+        processor = Owlv2Processor(
+            image_processor=Owlv2ImageProcessor(size=size, image_mean=list(CLIP_MEAN),
+                                                image_std=list(CLIP_STD)),
+            tokenizer=tokenizer)
+    else:
+        model = OwlViTForObjectDetection(OwlViTConfig(text_config=text, vision_config=vision,
+                                                      projection_dim=512)).eval()
+        processor = OwlViTProcessor(
+            image_processor=OwlViTImageProcessor(size=size, crop_size=size,
+                                                 image_mean=list(CLIP_MEAN),
+                                                 image_std=list(CLIP_STD)),
+            tokenizer=tokenizer)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    processor.save_pretrained(str(directory))
+    return directory
+
+
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 SIGLIP_TOKENIZER_FORMATS = ('auto', 'sentencepiece', 'fast')

@@ -1,0 +1,99 @@
+"""precision 'int8': dynamically quantised linear layers (oneDNN), on tiny random models."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from reclip_ros.core import int8
+from reclip_ros.core.int8 import Int8Linear, int8_unavailable, quantize_linears
+from reclip_ros.core.models import ClipModel
+from reclip_ros.core.types import DeviceError
+
+pytestmark = pytest.mark.skipif(int8_unavailable('cpu') is not None,
+                                reason=str(int8_unavailable('cpu')))
+
+
+def _reference_int8_linear(x, weight, bias):
+    """The same arithmetic written out in float64 (independent of oneDNN)."""
+    x = x.double()
+    w = weight.double()
+    w_scale = w.abs().amax(dim=1) / 127.0
+    w_q = torch.round(w / w_scale[:, None]).clamp(-127, 127)
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / 127.0  # 7-bit activations (see reclip_ros.core.int8)
+    zp = round(-lo / scale)
+    x_q = torch.clamp(torch.round(x / scale) + zp, 0, 127)
+    return ((x_q - zp) * scale) @ (w_q * w_scale[:, None]).t() + bias.double()
+
+
+def test_int8_linear_matches_the_quantised_arithmetic_and_stays_close_to_fp32():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    x = torch.randn(2, 7, 64)
+    layer = Int8Linear(linear)
+    with torch.inference_mode():
+        got = layer(x)
+        exact = linear(x)
+    assert got.shape == (2, 7, 48) and got.dtype == torch.float32
+    want = _reference_int8_linear(x.reshape(-1, 64), linear.weight, linear.bias).reshape(2, 7, 48)
+    # oneDNN accumulates in int32 and rescales in fp32: equal to the float64 model of it
+    torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)
+    # and close to the fp32 layer (8-bit error, not a different function)
+    err = (got - exact).abs().max() / exact.abs().max()
+    assert 0 < err < 0.03
+
+
+def test_int8_linear_without_bias_and_with_an_all_zero_input():
+    linear = nn.Linear(16, 8, bias=False)
+    layer = Int8Linear(linear)
+    with torch.inference_mode():
+        assert torch.equal(layer(torch.zeros(3, 16)), torch.zeros(3, 8))
+        x = torch.rand(3, 16)  # all positive: the range still includes 0
+        torch.testing.assert_close(layer(x), linear(x), atol=0.05, rtol=0.05)
+
+
+def test_compiled_and_eager_quantisation_give_the_same_codes():
+    x = torch.randn(33, 17) * 3 + 1
+    codes, scale, zp = int8._quantizer()(x)
+    want_codes, want_scale, want_zp = int8._quantize_eager(x)
+    assert torch.equal(codes, want_codes)
+    assert float(scale) == pytest.approx(float(want_scale))
+    assert float(zp) == float(want_zp)
+    assert codes.dtype == torch.uint8
+
+
+def test_quantize_linears_replaces_every_linear():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 4)))
+    assert quantize_linears(model) == 2
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 2
+
+
+def test_int8_is_cpu_only():
+    assert int8_unavailable('cpu') is None
+    assert 'CPU only' in int8_unavailable('cuda:0')
+
+
+def test_int8_clip_model_loads_scores_and_ranks_like_fp32(tiny_clip_dir):
+    fp32 = ClipModel.load(tiny_clip_dir, device='cpu', precision='fp32')
+    q = ClipModel.load(tiny_clip_dir, device='cpu', precision='int8')
+    assert q.quantized and 'int8' in q.describe()
+    layers = [m for m in q.model.modules() if isinstance(m, Int8Linear)]
+    assert len(layers) == sum(type(m) is nn.Linear for m in fp32.model.modules()) > 0
+    rng = np.random.default_rng(1)
+    pixels = rng.normal(size=(12, 3, q.image_size, q.image_size)).astype(np.float32)
+    texts = ['a photo of the red mug', 'a photo of a laptop', 'a photo of a green cube']
+    img, img32 = q.encode_images(pixels), fp32.encode_images(pixels)
+    txt, txt32 = q.encode_texts(texts), fp32.encode_texts(texts)
+    assert torch.all((img * img32).sum(-1) > 0.99)
+    assert torch.all((txt * txt32).sum(-1) > 0.99)
+    # the box each text would pick is the same
+    assert torch.equal((txt @ img.t()).argmax(1), (txt32 @ img32.t()).argmax(1))
+
+
+def test_int8_on_cuda_is_refused_with_the_reason(tiny_clip_dir, monkeypatch):
+    from reclip_ros.core import models
+    monkeypatch.setattr(models, 'resolve_device', lambda device: 'cuda:0')
+    with pytest.raises(DeviceError, match='CPU only'):
+        ClipModel.load(tiny_clip_dir, device='cuda', precision='int8')
