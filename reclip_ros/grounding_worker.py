@@ -49,6 +49,9 @@ class WorkerSettings:
         sync_wait: seconds a command waits for the depth image (and proposals) of the
             newest frame before using an earlier frame that has them.
         has_detector: proposals can come from a detector when none are given.
+        precompute: while no command waits, propose and encode the newest frame ahead of
+            the next command (text-independent work), yielding to commands between batches.
+        precompute_rate: the most precompute passes per second.
     """
 
     max_image_age: float = 1.0
@@ -59,12 +62,47 @@ class WorkerSettings:
     depth_max_skew: float = 0.05
     sync_wait: float = 0.1
     has_detector: bool = False
+    precompute: bool = False
+    precompute_rate: float = 2.0
 
     def sync(self) -> SyncSettings:
         """The tolerances of the frame choice (:mod:`reclip_ros.frame_sync`)."""
         return SyncSettings(depth_max_skew=self.depth_max_skew,
                             proposals_max_skew=self.proposals_max_skew,
                             sync_wait=self.sync_wait, max_image_age=self.max_image_age)
+
+
+class PrecomputeStats:
+    """Precompute passes: how many, how often, and the time they used (for diagnostics)."""
+
+    WINDOW_S = 10.0
+
+    def __init__(self) -> None:
+        self.passes = 0          # frames encoded ahead of a command
+        self.interrupted = 0     # passes given up for a waiting command (or nothing to do)
+        self.wall_s = 0.0        # time the worker (and its device) spent on passes
+        self.cpu_s = 0.0         # process CPU time during passes (all threads)
+        self._done: Deque[float] = collections.deque(maxlen=1024)
+
+    def record(self, done: bool, wall_s: float, cpu_s: float) -> None:
+        """Count one pass (*done*: the frame was encoded)."""
+        self.wall_s += wall_s
+        self.cpu_s += cpu_s
+        if done:
+            self.passes += 1
+            self._done.append(time.monotonic())
+        else:
+            self.interrupted += 1
+
+    def values(self) -> Dict[str, float]:
+        """Diagnostics: rate over the last WINDOW_S seconds, counts and time used."""
+        cutoff = time.monotonic() - self.WINDOW_S
+        recent = sum(1 for t in self._done if t >= cutoff)
+        return {'precompute_rate_hz': round(recent / self.WINDOW_S, 3),
+                'precompute_passes': self.passes,
+                'precompute_given_up': self.interrupted,
+                'precompute_wall_s': round(self.wall_s, 3),
+                'precompute_cpu_s': round(self.cpu_s, 3)}
 
 
 class LatencyStats:
@@ -138,6 +176,9 @@ class GroundingWorker:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._heap = HeapTrimmer()  # freed frame buffers back to the system, between jobs
+        self.precompute_stats = PrecomputeStats()
+        self._precomputed_key: Any = None
+        self._last_precompute_time = 0.0
 
     def status_values(self, now_ns: int) -> Dict[str, Any]:
         """Queue, input and latency figures for the node's diagnostics."""
@@ -152,6 +193,8 @@ class GroundingWorker:
         }
         values.update({f'results_{k}': v for k, v in self.stats.by_status.items()})
         values.update(self.stats.summary())
+        if self.settings.precompute or self.precompute_stats.passes:
+            values.update(self.precompute_stats.values())
         return values
 
     # -- inputs (any thread) -------------------------------------------------------------
@@ -172,6 +215,8 @@ class GroundingWorker:
     def feed_proposals(self, stamp_ns: int, boxes: Any) -> None:
         """Store the proposal boxes of the frame stamped *stamp_ns*."""
         self.proposals.put(stamp_ns, boxes)
+        if self.settings.precompute:
+            self.queue.wake()
 
     def submit(self, job: GroundingJob) -> None:
         """Queue *job*; a bad expression gets INVALID_COMMAND and a full queue DROPPED, at once.
@@ -240,8 +285,9 @@ class GroundingWorker:
         return self._thread is not None and self._thread.is_alive()
 
     def notify_frame(self) -> None:
-        """Tell the worker a new frame arrived (wakes it in continuous mode)."""
-        if self.settings.continuous and self._last_command is not None:
+        """Tell the worker a new frame arrived (wakes it in continuous and precompute mode)."""
+        if (self.settings.continuous and self._last_command is not None) or \
+                self.settings.precompute:
             self.queue.wake()
 
     def _run(self) -> None:
@@ -256,14 +302,62 @@ class GroundingWorker:
                 job = self._continuous_job()
             if job is not None:
                 self.handle(job)
+            elif self.settings.precompute:
+                self.precompute()
             self._heap.maybe_trim()
 
     def _idle_timeout(self) -> float:
+        timeout = 0.5
+        now = time.monotonic()
         if self.settings.continuous and self._last_command is not None:
             period = 1.0 / max(self.settings.continuous_rate, 1e-3)
-            return max(min(period - (time.monotonic() - self._last_continuous_time), 0.5),
-                       0.01)
-        return 0.5
+            timeout = min(timeout, period - (now - self._last_continuous_time))
+        if self.settings.precompute:
+            period = 1.0 / max(self.settings.precompute_rate, 1e-3)
+            timeout = min(timeout, period - (now - self._last_precompute_time))
+        return max(timeout, 0.01)
+
+    def _command_waiting(self) -> bool:
+        return len(self.queue) > 0 or self._stop.is_set()
+
+    def precompute(self) -> bool:
+        """One precompute pass over the newest frame, when one is due; True when encoded.
+
+        The frame is the one a command arriving now would use by default (the newest, with
+        its proposals when a proposals topic is in use), keyed as the command keys it, so
+        the command finds its region embeddings (and detector boxes) in the caches. The
+        pass gives up between batches as soon as a command is waiting.
+        """
+        settings = self.settings
+        if time.monotonic() - self._last_precompute_time < \
+                1.0 / max(settings.precompute_rate, 1e-3):
+            return False
+        frame = self.frames.get()
+        if frame is None or frame.key == self._precomputed_key:
+            return False
+        if settings.max_image_age > 0 and frame.age_s(self.now_ns()) > settings.max_image_age:
+            return False
+        boxes = None
+        if self.proposals.count > 0:
+            boxes = self.proposals.match(frame.stamp_ns, settings.proposals_max_skew)
+            if boxes is None:
+                return False  # its proposals have not arrived yet: tried again on the next wake
+        elif not settings.has_detector:
+            return False
+        try:
+            image = frame.decode()
+        except ValueError:
+            self._precomputed_key = frame.key  # a command on it will get BAD_IMAGE
+            return False
+        wall, cpu = time.perf_counter(), time.process_time()
+        done = bool(self.grounder.precompute(image, boxes, frame_key=frame.key,
+                                             interrupt=self._command_waiting))
+        self._last_precompute_time = time.monotonic()
+        self.precompute_stats.record(done, time.perf_counter() - wall,
+                                     time.process_time() - cpu)
+        if done:
+            self._precomputed_key = frame.key
+        return done
 
     def _continuous_job(self) -> Optional[GroundingJob]:
         settings = self.settings

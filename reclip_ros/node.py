@@ -46,7 +46,7 @@ FAILURE = TransitionCallbackReturn.FAILURE
 # inside DDS, and a burst of results reaches subscribers.
 COMMAND_QOS = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE)
 DYNAMIC_SETTINGS = ('max_image_age', 'continuous', 'continuous_rate', 'proposals_max_skew',
-                    'depth_max_skew', 'sync_wait')
+                    'depth_max_skew', 'sync_wait', 'precompute', 'precompute_rate')
 # Each input has its own callback group, so no input ever waits for another one, for a
 # command, for the service, for the diagnostics timer or for a lifecycle transition.
 INPUTS = ('image', 'image/compressed', 'depth', 'camera_info', 'proposals', 'command')

@@ -94,6 +94,11 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('continuous', False, 're-ground the last command on new frames'),
     ParameterSpec('continuous_rate', 2.0, 'the most re-groundings per second in continuous '
                   'mode, Hz', min_value=0.01, max_value=100.0),
+    ParameterSpec('precompute', False, 'while no command waits, propose and encode the newest '
+                  'frame ahead of the next command (it then pays only the text path); '
+                  'commands keep priority: a pass yields between batches'),
+    ParameterSpec('precompute_rate', 2.0, 'the most precompute passes per second, Hz',
+                  min_value=0.01, max_value=100.0),
     ParameterSpec('proposals_max_skew', 0.05, 'seconds between an image stamp and the '
                   'Proposals stamp matched to it', min_value=0.0, max_value=10.0),
     ParameterSpec('depth_max_skew', 0.05, 'seconds between an image stamp and the depth '

@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from reclip_ros.core.isolation import DEFAULT_BLUR_SIGMA, ISOLATION_METHODS
 from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, check_mode
-from reclip_ros.core.types import (Box, Candidate, GroundingResult, ReclipError, Status,
-                                   Timings)
+from reclip_ros.core.types import (Box, Candidate, GroundingResult, Interrupted, ReclipError,
+                                   Status, Timings)
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ('openai/clip-vit-base-patch32',)
+#: Frames whose detector boxes are kept (by frame key), so a frame is detected once.
+DETECTION_CACHE_FRAMES = 8
 #: The most proposal boxes one grounding uses (bounds the work one message can cause).
 DEFAULT_MAX_PROPOSALS = 100
 #: The largest image accepted, in pixels (4096 x 4096, about 16.8 MP).
@@ -238,6 +242,10 @@ class Grounder:
         self.relations = check_mode(relations)
         self.max_proposals = int(max_proposals)
         self.max_image_pixels = int(max_image_pixels)
+        # detector boxes of the last few frames (by frame_key): a command on a frame that
+        # was proposed already (by precompute or an earlier command) skips the detector
+        self._detections: OrderedDict = OrderedDict()
+        self._detections_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: GrounderConfig) -> Grounder:
@@ -300,6 +308,8 @@ class Grounder:
                 closer()
         self.scorer = None
         self.proposals = None
+        with self._detections_lock:
+            self._detections.clear()
         gc.collect()  # drop the weights now, so that the CUDA cache below can be returned
         try:
             import torch
@@ -385,7 +395,7 @@ class Grounder:
 
         t = time.perf_counter()
         try:
-            proposal_boxes, dropped = self._proposals(image, boxes)
+            proposal_boxes, dropped = self._proposals(image, boxes, frame_key)
         except ValueError as exc:
             return fail(Status.NO_PROPOSALS, f'bad proposal boxes: {exc}', parse_text)
         except Exception as exc:  # noqa: BLE001
@@ -440,13 +450,54 @@ class Grounder:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _proposals(self, image: np.ndarray, boxes: Optional[Sequence]) -> Tuple[List[Box], int]:
+    def _proposals(self, image: np.ndarray, boxes: Optional[Sequence],
+                   frame_key: Optional[Hashable] = None) -> Tuple[List[Box], int]:
         height, width = image.shape[:2]
         if boxes is None:
             if self.proposals is None:
                 return [], 0
-            boxes = self.proposals.propose(image)
+            boxes = self._detect(image, frame_key)
         return prepare_boxes(boxes, width, height)
+
+    def _detect(self, image: np.ndarray, frame_key: Optional[Hashable]) -> List[Box]:
+        if frame_key is None:
+            return self.proposals.propose(image)
+        key = (frame_key, image.shape)
+        with self._detections_lock:
+            if key in self._detections:
+                self._detections.move_to_end(key)
+                return list(self._detections[key])
+        boxes = list(self.proposals.propose(image))
+        with self._detections_lock:
+            self._detections[key] = tuple(boxes)
+            while len(self._detections) > DETECTION_CACHE_FRAMES:
+                self._detections.popitem(last=False)
+        return boxes
+
+    def precompute(self, image: np.ndarray, boxes: Optional[Sequence] = None,
+                   frame_key: Optional[Hashable] = None,
+                   interrupt: Optional[Callable[[], bool]] = None) -> bool:
+        """Do the text-independent work of a frame before a command arrives.
+
+        Proposes (with the detector when *boxes* is None) and encodes every isolated
+        proposal into the frame cache, exactly as :meth:`ground` would for the same frame,
+        so a command on it pays only the text path. Returns True when the frame is encoded;
+        False when there is nothing to encode, the image is unusable, or *interrupt*
+        returned True between batches (nothing is cached then). Never raises.
+        """
+        try:
+            image = validate_image(image, self.max_image_pixels)
+            proposal_boxes, _ = self._proposals(image, boxes, frame_key)
+            if not proposal_boxes:
+                return False
+            self.scorer.encode_frame(image, proposal_boxes[:self.max_proposals],
+                                     frame_key=frame_key, interrupt=interrupt)
+            return True
+        except Interrupted:
+            return False
+        except Exception:  # noqa: BLE001 - a command on this frame will report the problem
+            LOGGER.debug('precompute failed', exc_info=True)
+            return False
 
     @staticmethod
     def _box_depths(depth_m: np.ndarray, boxes: Sequence[Box], width: int,

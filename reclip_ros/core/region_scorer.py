@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ import torch
 from reclip_ros.core.isolation import (DEFAULT_BLUR_SIGMA, ISOLATION_METHODS, blur_frame,
                                        isolate_blur, isolate_crop, normalise_batch,
                                        resize_square)
-from reclip_ros.core.types import Box
+from reclip_ros.core.types import Box, Interrupted
 
 PROMPT_PREFIX = 'a photo of '
 
@@ -251,7 +251,8 @@ class RegionScorer:
         return max(-(-total // passes), 1)
 
     def encode_frame(self, image_rgb_uint8: np.ndarray, boxes: Sequence,
-                     frame_key: Optional[Hashable] = None) -> FrameEncoding:
+                     frame_key: Optional[Hashable] = None,
+                     interrupt: Optional[Callable[[], bool]] = None) -> FrameEncoding:
         """Embed every isolated proposal of a frame with every model (cached per frame).
 
         Args:
@@ -259,9 +260,12 @@ class RegionScorer:
             boxes: ``Box`` objects (or ``[x, y, w, h]`` lists) in pixels.
             frame_key: any hashable naming the frame (e.g. stamp + frame id); when None, the
                 image bytes are hashed.
+            interrupt: asked before each batch; True gives up (a precompute pass
+                yields to a command within one batch). Nothing is cached then.
 
         Raises:
             ValueError: bad image or box.
+            Interrupted: *interrupt* returned True.
         """
         image = _check_image(image_rgb_uint8)
         box_tuple = tuple(_as_box(b) for b in boxes)
@@ -288,8 +292,11 @@ class RegionScorer:
                 continue
             batch = batches[spec]
             step = self.chunk_size(batch.shape[0])
-            parts = [model.encode_images(batch[s:s + step])
-                     for s in range(0, batch.shape[0], step)]
+            parts = []
+            for s in range(0, batch.shape[0], step):
+                if interrupt is not None and interrupt():
+                    raise Interrupted('frame encoding given up for a waiting command')
+                parts.append(model.encode_images(batch[s:s + step]))
             feats = torch.cat(parts) if len(parts) > 1 else parts[0]
             for k, m in enumerate(self.methods):
                 embeddings[(index, m)] = feats[k * n:(k + 1) * n]

@@ -185,3 +185,7 @@ class ModelLoadError(ReclipError):
 
 class DeviceError(ReclipError):
     """The requested device is not available."""
+
+
+class Interrupted(ReclipError):
+    """Work given up between batches because something more urgent is waiting."""
