@@ -59,6 +59,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args_list and args_list[0] in PASSTHROUGH:
         module = importlib.import_module(PASSTHROUGH[args_list[0]])
         return int(module.main(args_list[1:]) or 0)
+    if args_list[:2] in (['bench', 'node'],):
+        from reclip_ros import node_bench
+        node_parser = argparse.ArgumentParser(
+            prog='reclip bench node',
+            description='command-to-result latency of the running node, from a client')
+        node_bench.register(node_parser)
+        return int(node_bench.run(node_parser.parse_args(args_list[2:])) or 0)
     parser = build_parser()
     args = parser.parse_args(args_list)
     if getattr(args, '_broken', None):

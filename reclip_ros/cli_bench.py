@@ -4,6 +4,9 @@ Example (no network needed, real ViT-B/32 compute with random weights)::
 
     reclip bench --random-init vit-b-32 --proposals 10 20 40 --threads 2
 
+``reclip bench node [--precompute] [--detector ID] [--json]`` measures the running node
+from a client's side instead (:mod:`reclip_ros.node_bench`).
+
 Exit codes: 0 done; 2 bad arguments, missing model or unavailable device.
 """
 
@@ -21,6 +24,8 @@ DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` arguments to *parser*."""
+    parser.epilog = ("'reclip bench node --help': the node's command-to-result latency "
+                     'from a client (--precompute, --detector ID, --json)')
     parser.add_argument('--random-init', choices=CLIP_PRESETS, default='',
                         help='benchmark a CLIP with random weights and this architecture '
                              'instead of --model (works offline)')

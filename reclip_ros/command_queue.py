@@ -123,6 +123,11 @@ class CommandQueue:
             self._woken = False
             return self._items.popleft() if self._items else None
 
+    def peek(self) -> Optional[GroundingJob]:
+        """The oldest waiting job without removing it (None when empty)."""
+        with self._cond:
+            return self._items[0] if self._items else None
+
     def wake(self) -> None:
         """Make a waiting :meth:`get` return (None when the queue is empty)."""
         with self._cond:

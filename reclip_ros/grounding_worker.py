@@ -195,6 +195,9 @@ class GroundingWorker:
         values.update(self.stats.summary())
         if self.settings.precompute or self.precompute_stats.passes:
             values.update(self.precompute_stats.values())
+        sizes = getattr(getattr(self.grounder, 'scorer', None), 'cache_sizes', None)
+        if callable(sizes):
+            values.update(sizes())
         return values
 
     # -- inputs (any thread) -------------------------------------------------------------
@@ -317,8 +320,25 @@ class GroundingWorker:
             timeout = min(timeout, period - (now - self._last_precompute_time))
         return max(timeout, 0.01)
 
-    def _command_waiting(self) -> bool:
-        return len(self.queue) > 0 or self._stop.is_set()
+    def _yield_to_commands(self, key: Any) -> Callable[[], bool]:
+        """The precompute pass's interrupt: True when a waiting command needs other work.
+
+        A topic command that will ground on the very frame being encoded (the newest, with
+        its proposals) needs exactly this work, so the pass goes on and the command finds
+        it cached; any other waiting command (a service request with its own frame or
+        boxes, or a newer frame) makes the pass give up before its next batch.
+        """
+        def interrupt() -> bool:
+            if self._stop.is_set():
+                return True
+            job = self.queue.peek()
+            if job is None:
+                return False
+            newest = self.frames.get()
+            same_work = (job.source == SOURCE_TOPIC and job.frame is None and job.boxes is None
+                         and newest is not None and newest.key == key)
+            return not same_work
+        return interrupt
 
     def precompute(self) -> bool:
         """One precompute pass over the newest frame, when one is due; True when encoded.
@@ -326,11 +346,13 @@ class GroundingWorker:
         The frame is the one a command arriving now would use by default (the newest, with
         its proposals when a proposals topic is in use), keyed as the command keys it, so
         the command finds its region embeddings (and detector boxes) in the caches. The
-        pass gives up between batches as soon as a command is waiting.
+        pass gives up between batches when a waiting command needs other work
+        (:meth:`_yield_to_commands`). Passes start at most ``precompute_rate`` times a
+        second (measured from start to start, so a rate equal to the camera's keeps up).
         """
         settings = self.settings
-        if time.monotonic() - self._last_precompute_time < \
-                1.0 / max(settings.precompute_rate, 1e-3):
+        started = time.monotonic()
+        if started - self._last_precompute_time < 1.0 / max(settings.precompute_rate, 1e-3):
             return False
         frame = self.frames.get()
         if frame is None or frame.key == self._precomputed_key:
@@ -350,9 +372,9 @@ class GroundingWorker:
             self._precomputed_key = frame.key  # a command on it will get BAD_IMAGE
             return False
         wall, cpu = time.perf_counter(), time.process_time()
+        self._last_precompute_time = started
         done = bool(self.grounder.precompute(image, boxes, frame_key=frame.key,
-                                             interrupt=self._command_waiting))
-        self._last_precompute_time = time.monotonic()
+                                             interrupt=self._yield_to_commands(frame.key)))
         self.precompute_stats.record(done, time.perf_counter() - wall,
                                      time.process_time() - cpu)
         if done:

@@ -67,13 +67,25 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--log', metavar='FILE', default='', help="the node's log file")
 
 
-def scene(width: int, height: int):
-    """A table with four coloured blocks; returns (rgb, boxes as [x, y, w, h])."""
+def scene(width: int, height: int, blocks: int = 4):
+    """A table with coloured blocks in rows of four; returns (rgb, boxes as [x, y, w, h]).
+
+    One row (up to four blocks) sits in the middle of the frame; more rows share its height.
+    """
     image = np.full((height, width, 3), 225, np.uint8)
     boxes = []
-    for k, colour in enumerate(COLOURS.values()):
-        w, h = width // 8, height // (3 + k % 2)
-        x, y = width // 10 + k * (width // 5), height // 3
+    rows = max(1, -(-int(blocks) // len(COLOURS)))
+    colours = list(COLOURS.values())
+    for n in range(max(int(blocks), 0)):
+        row, k = divmod(n, len(colours))
+        colour = colours[(k + row) % len(colours)]
+        w = width // 8
+        if rows == 1:
+            h, y = height // (3 + k % 2), height // 3
+        else:
+            h = height // (2 * rows + 1 + k % 2)
+            y = height // 10 + row * (height * 4 // 5) // rows
+        x = width // 10 + k * (width // 5)
         image[y:y + h, x:x + w] = colour
         boxes.append([x, y, w, h])
     return image, boxes
@@ -108,10 +120,11 @@ def _rss_kb(pid: int) -> Optional[int]:
     return None
 
 
-class _Client:
+class NodeClient:
     """Camera, command sender and result collector in one rclpy node (its own context)."""
 
-    def __init__(self, width: int, height: int):
+    def __init__(self, width: int, height: int, blocks: int = 4, proposals: bool = True,
+                 name: str = 'reclip_soak'):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, QoSReliabilityPolicy
@@ -126,7 +139,7 @@ class _Client:
         self._ROI, self._Image = RegionOfInterest, Image
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = rclpy.create_node('reclip_soak', context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
         reliable = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(
             Image, 'image', QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE))
@@ -136,11 +149,16 @@ class _Client:
         self.sent: Dict[str, float] = {}
         self.results: Dict[str, list] = {}
         self.node.create_subscription(GroundingResult, 'grounding', self._on_result, reliable)
+        from diagnostic_msgs.msg import DiagnosticArray
+        self.diagnostics: Dict[str, str] = {}
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
+                                      10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._spin = threading.Thread(target=self._spin_forever, daemon=True)
         self._spin.start()
-        self.rgb, boxes = scene(width, height)
+        self.with_proposals = proposals
+        self.rgb, boxes = scene(width, height, blocks)
         self.rois = [RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h)
                      for x, y, w, h in boxes]
         self.frames = 0
@@ -156,23 +174,40 @@ class _Client:
         with self.lock:
             self.results.setdefault(msg.expression, []).append((now, msg))
 
+    def _on_diagnostics(self, msg) -> None:
+        with self.lock:
+            for status in msg.status:
+                self.diagnostics.update({kv.key: kv.value for kv in status.values})
+
+    def caches_full(self) -> bool:
+        """True once the node's diagnostics report its text cache full."""
+        with self.lock:
+            entries = self.diagnostics.get('text_cache_entries')
+            capacity = self.diagnostics.get('text_cache_capacity')
+        return entries is not None and entries == capacity
+
     def connected(self) -> bool:
+        """True once the node subscribes to both the commands and the images."""
         return (self.command_pub.get_subscription_count() > 0
                 and self.image_pub.get_subscription_count() > 0)
 
     def publish_frame(self) -> None:
+        """Publish the scene stamped now (and its Proposals, unless a detector proposes)."""
         ns = self.node.get_clock().now().nanoseconds
         header = self._Header(stamp=self._conv.ns_to_stamp(ns), frame_id='soak_camera')
-        self.proposals_pub.publish(self._Proposals(header=header, boxes=self.rois))
+        if self.with_proposals:
+            self.proposals_pub.publish(self._Proposals(header=header, boxes=self.rois))
         self.image_pub.publish(self._conv.array_to_image(self.rgb, 'rgb8', header))
         self.frames += 1
 
     def send(self, text: str) -> None:
+        """Publish the command *text* and note when it was sent."""
         with self.lock:
             self.sent[text] = time.monotonic()
         self.command_pub.publish(self._String(data=text))
 
     def close(self) -> None:
+        """Stop spinning and shut this client's context down."""
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         self._rclpy.try_shutdown(context=self.context)
@@ -189,54 +224,76 @@ def _command_text(k: int, rng: random.Random) -> str:
     return f'{pool[k % len(pool)]} number {k}'
 
 
+def start_node(params: List[str], domain: int, log) -> subprocess.Popen:
+    """Start ``reclip node`` (autostart, reliable images) in ROS domain *domain*.
+
+    *params* are extra ``name:=value`` parameters. This process joins the same domain
+    (and the same large-frame transport profile) so its client can talk to the node.
+    """
+    from reclip_ros.transport import large_frames_profile
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1')
+    profile = large_frames_profile()
+    if profile is not None and not (env.get('FASTDDS_DEFAULT_PROFILES_FILE')
+                                    or env.get('FASTRTPS_DEFAULT_PROFILES_FILE')):
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
+    os.environ['ROS_DOMAIN_ID'] = env['ROS_DOMAIN_ID']
+    if 'FASTDDS_DEFAULT_PROFILES_FILE' in env:
+        os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = env['FASTDDS_DEFAULT_PROFILES_FILE']
+    argv = [sys.executable, '-m', 'reclip_ros.cli', 'node', '--ros-args',
+            '-p', 'autostart:=true', '-p', 'image_qos_reliability:=reliable',
+            '-p', 'max_image_age:=5.0']
+    for param in params:
+        argv += ['-p', param]
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_until_answering(client: NodeClient, node: subprocess.Popen,
+                         deadline: float) -> Optional[str]:
+    """Wait until the node is connected and answers a command OK; None, or what failed."""
+    while not client.connected():
+        if node.poll() is not None or time.monotonic() > deadline:
+            return 'the node did not come up'
+        time.sleep(0.2)
+    # wait until the node answers (models loaded, first frame in)
+    text = 'the red block warm-up'
+    while True:
+        client.publish_frame()
+        client.send(text)
+        wait_until = time.monotonic() + 5.0
+        ok = False
+        while time.monotonic() < wait_until and not ok:
+            time.sleep(0.1)
+            with client.lock:
+                ok = any(r.status == 0 for _, r in client.results.get(text, []))
+        with client.lock:
+            client.results.pop(text, None)
+            client.sent.pop(text, None)
+        if ok:
+            return None
+        if node.poll() is not None or time.monotonic() > deadline:
+            return 'the node never answered OK'
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the node, drive it for ``--duration`` seconds, print (and write) the report."""
-    from reclip_ros.transport import large_frames_profile
     if args.duration <= 0 or args.camera_rate <= 0 or args.command_rate <= 0:
         print('error: --duration, --camera-rate and --command-rate must be > 0',
               file=sys.stderr)
         return 2
     domain = args.domain if args.domain is not None else random.randint(150, 199)
     warmup = args.warmup if args.warmup is not None else args.duration / 5.0
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1')
-    profile = large_frames_profile()
-    if profile is not None and not (env.get('FASTDDS_DEFAULT_PROFILES_FILE')
-                                    or env.get('FASTRTPS_DEFAULT_PROFILES_FILE')):
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(profile)
-    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID',)})
-    if 'FASTDDS_DEFAULT_PROFILES_FILE' in env:
-        os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = env['FASTDDS_DEFAULT_PROFILES_FILE']
-    argv = [sys.executable, '-m', 'reclip_ros.cli', 'node', '--ros-args',
-            '-p', f'models:=[{args.model}]', '-p', "detector:=''", '-p', 'autostart:=true',
-            '-p', 'image_qos_reliability:=reliable', '-p', 'max_image_age:=5.0']
+    params = [f'models:=[{args.model}]', "detector:=''"]
     log = open(args.log, 'w') if args.log else subprocess.DEVNULL  # noqa: SIM115
-    node = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    client = _Client(args.width, args.height)
+    node = start_node(params, domain, log)
+    client = NodeClient(args.width, args.height)
     rng = random.Random(0)
     report: dict = {}
     try:
-        deadline = time.monotonic() + 180.0
-        while not client.connected():
-            if node.poll() is not None or time.monotonic() > deadline:
-                print('error: the node did not come up', file=sys.stderr)
-                return 1
-            time.sleep(0.2)
-        # wait until the node answers (models loaded, first frame in)
-        while True:
-            client.publish_frame()
-            client.send('the red block warm-up')
-            time.sleep(1.0)
-            with client.lock:
-                ok = any(r.status == 0 for _, r in client.results.get('the red block warm-up',
-                                                                     []))
-                client.results.pop('the red block warm-up', None)
-                client.sent.pop('the red block warm-up', None)
-            if ok:
-                break
-            if time.monotonic() > deadline:
-                print('error: the node never answered OK', file=sys.stderr)
-                return 1
+        problem = wait_until_answering(client, node, time.monotonic() + 180.0)
+        if problem:
+            print(f'error: {problem}', file=sys.stderr)
+            return 1
         start = time.monotonic()
         stop = threading.Event()
 
@@ -250,9 +307,12 @@ def run(args: argparse.Namespace) -> int:
         cam = threading.Thread(target=camera, daemon=True)
         cam.start()
         rss: List[tuple] = []
+        full_at: Optional[float] = None
         period, nxt, next_rss, k = 1.0 / args.command_rate, time.monotonic(), 0.0, 0
         while time.monotonic() - start < args.duration and node.poll() is None:
             now = time.monotonic()
+            if full_at is None and client.caches_full():
+                full_at = round(now - start, 1)
             if now - start >= next_rss:
                 kb = _rss_kb(node.pid)
                 if kb is not None:
@@ -271,7 +331,8 @@ def run(args: argparse.Namespace) -> int:
                 if all(t in client.results for t in client.sent):
                     break
             time.sleep(0.2)
-        report = _report(client, rss, warmup, args, node, domain, time.monotonic() - start)
+        report = _report(client, rss, warmup, args, node, domain, time.monotonic() - start,
+                         full_at)
     finally:
         client.close()
         stop_s = None
@@ -295,7 +356,8 @@ def run(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
-def _report(client: _Client, rss, warmup, args, node, domain, elapsed) -> dict:
+def _report(client: NodeClient, rss, warmup, args, node, domain, elapsed,
+            full_at: Optional[float] = None) -> dict:
     with client.lock:
         sent = dict(client.sent)
         results = {t: list(v) for t, v in client.results.items()}
@@ -315,6 +377,7 @@ def _report(client: _Client, rss, warmup, args, node, domain, elapsed) -> dict:
             receipt_ms.append(float(msg.latency_receipt_to_publish_ms))
             total_ms.append(float(msg.latency_total_ms))
     slope = rss_slope_mb_per_min(rss, warmup)
+    full_slope = rss_slope_mb_per_min(rss, full_at) if full_at is not None else None
     return {
         'duration_s': round(elapsed, 1), 'camera_rate_hz': args.camera_rate,
         'command_rate_hz': args.command_rate, 'frame': f'{args.width}x{args.height}',
@@ -330,7 +393,10 @@ def _report(client: _Client, rss, warmup, args, node, domain, elapsed) -> dict:
                    'max': round(max(kb for _, kb in rss) / 1024, 1) if rss else None,
                    'slope_after_warmup_mb_per_min': (round(slope, 3)
                                                      if slope is not None else None),
-                   'warmup_s': warmup},
+                   'warmup_s': warmup,
+                   'text_cache_full_at_s': full_at,
+                   'slope_after_caches_full_mb_per_min': (round(full_slope, 3)
+                                                          if full_slope is not None else None)},
         'rss_series_s_kb': rss,
         'node_alive_at_end': node.poll() is None,
     }

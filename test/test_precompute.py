@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from reclip_ros.command_queue import SOURCE_TOPIC, CommandQueue, GroundingJob
+from reclip_ros.command_queue import SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue, GroundingJob
 from reclip_ros.core.grounder import Grounder, GrounderConfig
 from reclip_ros.core.types import Box, Status
 from reclip_ros.frame_buffer import Frame
@@ -120,14 +120,30 @@ def _wait_for(condition, timeout=60.0):
     return condition()
 
 
-def test_worker_gives_up_a_pass_when_a_command_is_waiting(grounder):
-    published = []
-    worker = _worker(grounder, published, precompute=True, precompute_rate=100.0)
+def test_worker_pass_yields_to_a_command_needing_other_work(grounder):
+    worker = _worker(grounder, [], precompute=True, precompute_rate=100.0)
     worker.feed_image(_frame(NOW, _image(5)))
     worker.feed_proposals(NOW, BOXES)
-    worker.queue.put(GroundingJob('the box', SOURCE_TOPIC, NOW))
+    # a service request with its own boxes needs other work: the pass gives up
+    worker.queue.put(GroundingJob('the box', SOURCE_SERVICE, NOW, boxes=BOXES[:2]))
     assert not worker.precompute()
     assert worker.precompute_stats.interrupted == 1 and worker.precompute_stats.passes == 0
+    worker.queue.drain()
+
+
+def test_worker_pass_goes_on_for_a_command_on_the_same_frame(grounder):
+    """A topic command arriving during the pass grounds on that frame: the pass is its work."""
+    worker = _worker(grounder, [], precompute=True, precompute_rate=100.0)
+    worker.feed_image(_frame(NOW, _image(7)))
+    worker.feed_proposals(NOW, BOXES)
+    worker.queue.put(GroundingJob('the box', SOURCE_TOPIC, NOW))
+    assert worker.precompute()
+    assert worker.precompute_stats.passes == 1
+    worker.feed_image(_frame(NOW + 1, _image(8)))  # a newer frame arrives: the old work is moot
+    worker.feed_proposals(NOW + 1, BOXES)
+    interrupt = worker._yield_to_commands(('stale key',))
+    assert interrupt()
+    worker.queue.drain()
 
 
 def test_worker_precomputes_the_newest_frame_and_commands_hit_it(grounder):

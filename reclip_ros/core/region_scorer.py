@@ -189,7 +189,9 @@ class RegionScorer:
                 start = time.perf_counter()
                 encoded = model.encode_texts(missing)
                 elapsed = (time.perf_counter() - start) * 1000.0
-                fresh = dict(zip(missing, encoded))
+                # each row owns its memory (a view would keep the whole batch alive), so the
+                # cache holds exactly text_cache_size rows of the embedding size
+                fresh = {p: row.clone() for p, row in zip(missing, encoded)}
                 with self._lock:
                     self.text_encoding_ms_total += elapsed
                     self.texts_encoded += len(missing)
@@ -202,6 +204,14 @@ class RegionScorer:
         return out
 
     # ----------------------------------------------------------------- image
+    def cache_sizes(self) -> Dict[str, int]:
+        """Entries and capacity of the text and frame caches (for diagnostics)."""
+        with self._lock:
+            return {'text_cache_entries': len(self._texts),
+                    'text_cache_capacity': self._texts.capacity,
+                    'frame_cache_entries': len(self._frames),
+                    'frame_cache_capacity': self._frames.capacity}
+
     def frame_cache_key(self, image: np.ndarray, boxes: Sequence[Box],
                         frame_key: Optional[Hashable] = None) -> Tuple:
         """The cache key of (frame, boxes): *frame_key* if given, else a hash of the image."""
