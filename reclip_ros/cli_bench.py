@@ -51,6 +51,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-grounder', action='store_true',
                         help='emulate the relational expression with scorer calls instead of '
                              'running the Grounder')
+    parser.add_argument('--ranking-frames', type=int, default=3, metavar='F',
+                        help='frames of the ranking check against fp32 (x 6 expressions; '
+                             'default 3)')
     parser.add_argument('--detector', action='append', default=[], metavar='ID_OR_DIR',
                         help='also measure the per-frame time of this detector at its native '
                              'input size (repeatable)')
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         random_dir=args.random_dir, proposals=tuple(args.proposals), repeats=args.repeats,
         precision=args.precision, device=args.device, batch_size=args.batch_size,
         threads=args.threads, use_grounder=not args.no_grounder,
-        detectors=tuple(args.detector), random_detectors=args.random_detectors)
+        detectors=tuple(args.detector), random_detectors=args.random_detectors,
+        ranking_frames=args.ranking_frames)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

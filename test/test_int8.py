@@ -18,12 +18,12 @@ def _reference_int8_linear(x, weight, bias):
     """The same arithmetic written out in float64 (independent of oneDNN)."""
     x = x.double()
     w = weight.double()
-    w_scale = w.abs().amax(dim=1) / 127.0
-    w_q = torch.round(w / w_scale[:, None]).clamp(-127, 127)
+    w_scale = w.abs().amax(dim=1) / 63.0  # 7-bit weights (see reclip_ros.core.int8)
+    w_q = torch.round(w / w_scale[:, None]).clamp(-63, 63)
     lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    scale = (hi - lo) / 127.0  # 7-bit activations (see reclip_ros.core.int8)
+    scale = (hi - lo) / 255.0
     zp = round(-lo / scale)
-    x_q = torch.clamp(torch.round(x / scale) + zp, 0, 127)
+    x_q = torch.clamp(torch.round(x / scale) + zp, 0, 255)
     return ((x_q - zp) * scale) @ (w_q * w_scale[:, None]).t() + bias.double()
 
 
