@@ -97,3 +97,27 @@ def test_int8_on_cuda_is_refused_with_the_reason(tiny_clip_dir, monkeypatch):
     monkeypatch.setattr(models, 'resolve_device', lambda device: 'cuda:0')
     with pytest.raises(DeviceError, match='CPU only'):
         ClipModel.load(tiny_clip_dir, device='cuda', precision='int8')
+
+
+def test_quick_gelu_mlp_is_fused_and_computes_the_same_function():
+    from transformers.activations import QuickGELUActivation
+
+    class MLP(nn.Module):  # the shape of transformers' CLIPMLP
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(32, 64), nn.Linear(64, 32)
+            self.activation_fn = QuickGELUActivation()
+
+        def forward(self, x):
+            return self.fc2(self.activation_fn(self.fc1(x)))
+
+    torch.manual_seed(1)
+    mlp = MLP()
+    x = torch.randn(5, 32)
+    with torch.inference_mode():
+        exact = mlp(x)
+        assert quantize_linears(mlp) == 2
+        assert isinstance(mlp.activation_fn, nn.Identity) and mlp.fc1.post_op == 'swish'
+        got = mlp(x)
+    err = (got - exact).abs().max() / exact.abs().max()
+    assert err < 0.03

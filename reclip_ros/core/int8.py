@@ -30,6 +30,12 @@ tower, 40 images; details in ``docs/scoring.md``):
   activations and 8-bit weights, 1.00 with 8-bit activations and 7-bit weights (largest
   logit difference 0.48 against 0.08).
 
+  CLIP's MLP activation, ``x * sigmoid(1.702 x)``, runs inside the first layer's kernel as
+  oneDNN's ``swish`` post-op: that layer's weights and bias are multiplied by 1.702 and
+  the second layer's weight scales divided by it (its input is quantised over its own
+  range, so the factor costs no precision). Eagerly the activation took about a fifth of
+  the int8 tower's time.
+
   The activation quantisation is one fused elementwise function, compiled with
   ``torch.compile`` when a C++ compiler is present (3-5x faster than the same ops eager),
   otherwise run eagerly; both give the same integers.
@@ -105,12 +111,15 @@ class Int8Linear(nn.Module):
         linear: the fp32 layer to replace; its weight and bias are copied and quantised.
     """
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, pre_scale: float = 1.0, post_op: str = 'none',
+                 input_scale: float = 1.0) -> None:
         super().__init__()
-        weight = linear.weight.detach().to(torch.float32)
+        weight = linear.weight.detach().to(torch.float32) * pre_scale
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / WEIGHT_LEVELS
         codes = torch.round(weight / scale[:, None]).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
         codes = codes.to(torch.int8)
+        scale = scale * input_scale
+        self.post_op = post_op
         self.in_features = int(linear.in_features)
         self.out_features = int(linear.out_features)
         self.register_buffer('packed_weight', torch.ops.onednn.qlinear_prepack(codes, None),
@@ -120,7 +129,8 @@ class Int8Linear(nn.Module):
                              persistent=False)
         bias = linear.bias
         self.register_buffer('bias', None if bias is None
-                             else bias.detach().to(torch.float32).clone(), persistent=False)
+                             else bias.detach().to(torch.float32) * pre_scale,
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T + b`` with *x* quantised to uint8 over its own range."""
@@ -129,16 +139,27 @@ class Int8Linear(nn.Module):
         codes, scale, zero_point = _quantizer()(flat)
         out = torch.ops.onednn.qlinear_pointwise(
             codes, float(scale), int(zero_point), self.packed_weight, self.weight_scale,
-            self.weight_zero_point, self.bias, 1.0, 0, torch.float32, 'none', [], '')
+            self.weight_zero_point, self.bias, 1.0, 0, torch.float32, self.post_op, [], '')
         return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         """Sizes, for ``print(model)``."""
-        return f'in_features={self.in_features}, out_features={self.out_features}, int8'
+        return (f'in_features={self.in_features}, out_features={self.out_features}, int8'
+                + (f', post_op={self.post_op}' if self.post_op != 'none' else ''))
+
+
+QUICK_GELU_FACTOR = 1.702  # x * sigmoid(1.702 x) = swish(1.702 x) / 1.702
+
+
+def _is_quick_gelu(module) -> bool:
+    return type(module).__name__ == 'QuickGELUActivation'
 
 
 def quantize_linears(model: nn.Module) -> int:
     """Replace every ``nn.Linear`` inside *model* (on CPU, fp32) by :class:`Int8Linear`.
+
+    An MLP of the form ``fc2(quick_gelu(fc1(x)))`` (CLIP's) gets the activation fused into
+    ``fc1`` (see the module docstring).
 
     Returns:
         The number of layers replaced.
@@ -151,6 +172,13 @@ def quantize_linears(model: nn.Module) -> int:
         raise RuntimeError(problem)
     replaced = 0
     for module in list(model.modules()):
+        fc1, fc2 = getattr(module, 'fc1', None), getattr(module, 'fc2', None)
+        if type(fc1) is nn.Linear and type(fc2) is nn.Linear and \
+                _is_quick_gelu(getattr(module, 'activation_fn', None)):
+            module.fc1 = Int8Linear(fc1, pre_scale=QUICK_GELU_FACTOR, post_op='swish')
+            module.fc2 = Int8Linear(fc2, input_scale=1.0 / QUICK_GELU_FACTOR)
+            module.activation_fn = nn.Identity()
+            replaced += 2
         for name, child in list(module.named_children()):
             if type(child) is nn.Linear:
                 setattr(module, name, Int8Linear(child))
