@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from reclip_ros.core.models import PRECISIONS
 from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 from reclip_ros.core.types import ReclipError
 from reclip_ros.evaluation.variants import (IOU_THRESHOLD, is_correct, make_variants,
@@ -57,6 +58,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help='also evaluate on detector proposals (e.g. '
                              'google/owlv2-base-patch16-ensemble or a directory)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    parser.add_argument('--precision', default='auto', choices=PRECISIONS,
+                        help="model precision (default auto: fp16 on CUDA, fp32 on CPU; "
+                             "'int8': CPU, linear layers quantised)")
     parser.add_argument('--spacy-model', default='en_core_web_sm', help='spaCy pipeline')
     parser.add_argument('--per-category', type=int, default=2,
                         help='at most this many expressions per category and scene (default 2)')
@@ -169,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     if any(s >= TRAIN_SEED_START for s in seeds) and 'sim' in models:
         print(f'warning: seeds >= {TRAIN_SEED_START} are the embedded model\'s training '
               'scenes; accuracy there is not held-out', file=sys.stderr)
-    cfg = GrounderConfig(models=models, device=args.device, spacy_model=args.spacy_model,
+    cfg = GrounderConfig(models=models, device=args.device, precision=args.precision,
+                         spacy_model=args.spacy_model,
                          detector=args.detector)
     try:
         grounder = Grounder.from_config(cfg)
@@ -187,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
         grounder.close()
     seconds = time.monotonic() - start
     header = (f'Simulation benchmark: {args.scenes} scenes (seeds {seeds[0]}..{seeds[-1]}), '
-              f'models {", ".join(models)}, accuracy in % (IoU > {IOU_THRESHOLD}), '
+              f'models {", ".join(models)} ({args.precision}), accuracy in % '
+              f'(IoU > {IOU_THRESHOLD}), '
               f'relations: {_modes(variants, args.relations)}, {seconds:.0f} s\n')
     text = header + '\n' + format_table(tables['gt'], 'ground-truth proposals')
     if 'detector' in tables:
