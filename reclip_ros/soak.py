@@ -7,7 +7,8 @@ private ROS domain); this process is its camera and its client:
   ``--height`` rgb8) with its ``Proposals`` at ``--camera-rate`` Hz, stamped as a camera does;
 - commands go out at ``--command-rate`` Hz, mixing simple ("the red block"), relational
   ("the blue block to the right of the red block", "the leftmost block") and invalid ones
-  (empty, blank, over-long, no words). Every command text is unique (a running number), so
+  (empty, blank, over-long, no words). Every command text is unique (a running number, in
+  each noun phrase), so
   each result can be matched to its command and the text cache fills as in a long run;
 - the node's resident memory (VmRSS) is sampled every ``--rss-period`` seconds.
 
@@ -35,10 +36,15 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-SIMPLE = ('the red block', 'the blue block', 'the green block', 'the yellow block')
-RELATIONAL = ('the blue block to the right of the red block', 'the leftmost block',
-              'the block between the red block and the blue block', 'the biggest block',
-              'pick up the green block on the left')
+# {k} is the command's running number: every text is unique, and so is every noun phrase
+# ("b17" reads as a label on the block), so the text cache fills within minutes, as in a
+# long run with varied commands.
+SIMPLE = ('the red b{k} block', 'the blue b{k} block', 'the green b{k} block',
+          'the yellow b{k} block')
+RELATIONAL = ('the blue b{k} block to the right of the red b{k} block',
+              'the leftmost b{k} block',
+              'the b{k} block between the red b{k} block and the blue b{k} block',
+              'the biggest b{k} block', 'pick up the green b{k} block on the left')
 INVALID = ('', 'x' * 2000, '... !!')
 COLOURS = {'red': (220, 30, 30), 'blue': (30, 40, 220), 'green': (40, 180, 60),
            'yellow': (230, 210, 40)}
@@ -221,7 +227,7 @@ def _command_text(k: int, rng: random.Random) -> str:
             return ' ' * (k % 997 + 1) + '\n' * (k // 997)
         return f'{base} {k}'
     pool = SIMPLE if kind < 0.55 else RELATIONAL
-    return f'{pool[k % len(pool)]} number {k}'
+    return pool[k % len(pool)].format(k=k)
 
 
 def start_node(params: List[str], domain: int, log) -> subprocess.Popen:
