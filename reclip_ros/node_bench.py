@@ -46,7 +46,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``reclip bench node`` arguments."""
     parser.add_argument('--model', default='sim',
                         help="CLIP model of the node (default 'sim', the embedded one)")
-    parser.add_argument('--precision', default='auto', help="node precision (default auto)")
+    from reclip_ros.core.models import PRECISIONS
+    parser.add_argument('--precision', default='auto', choices=PRECISIONS,
+                        help='precision of the node (default auto)')
     parser.add_argument('--precompute', action='store_true',
                         help='run the node with precompute on')
     parser.add_argument('--precompute-rate', type=float, default=5.0, metavar='HZ',

@@ -37,14 +37,14 @@ RELIABLE_IMAGE = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
 
 # Each test module has an offset; the pid spreads parallel pytest runs apart.
 MODULE_OFFSETS = {'lifecycle': 0, 'process': 1, 'bad_input': 2, 'launch': 3, 'limits': 4,
-                  'stop': 5, 'soak': 6, 'cycles': 7, 'sim_camera': 8}
+                  'stop': 5, 'soak': 6, 'cycles': 7, 'sim_camera': 8, 'node_bench': 9}
 
 
 def domain_id(module: str) -> int:
     """A ROS_DOMAIN_ID in [20, 119] for one test module of this pytest process.
 
-    Ranges never overlap: tests 20-119, the demo 120-149, ``reclip soak`` 150-199,
-    ``reclip delivery`` 200-230.
+    Ranges never overlap: ``reclip bench node`` 10-19, tests 20-119, the demo 120-149,
+    ``reclip soak`` 150-199, ``reclip delivery`` 200-230.
     """
     return 20 + (os.getpid() * 10 + MODULE_OFFSETS[module]) % 100
 

@@ -1,4 +1,4 @@
-"""The parameter tables in the README and docs/node.md list every node parameter, with its default."""
+"""The parameter tables of the README and docs/node.md list every node parameter and default."""
 
 import re
 from pathlib import Path

@@ -1,7 +1,9 @@
 """requirements.lock: `make setup` installs exactly the locked version of every package."""
 
+import json
 import re
-from importlib import metadata
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,8 +25,23 @@ def _lock():
     return pins
 
 
+def _installed():
+    """Name -> version of every distribution a fresh interpreter of this venv sees.
+
+    A fresh interpreter, because importing setuptools (torch.compile does) appends its
+    vendored packages (an older ``packaging``, ``typing_extensions``) to this process's
+    ``sys.path``, where ``importlib.metadata`` would find them too.
+    """
+    code = ('import json; from importlib import metadata; '
+            'print(json.dumps([[d.metadata["Name"], d.version] '
+            'for d in metadata.distributions()]))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    return {_canonical(name): version for name, version in json.loads(out)}
+
+
 def test_every_locked_package_is_installed_at_its_locked_version():
-    installed = {_canonical(d.metadata['Name']): d.version for d in metadata.distributions()}
+    installed = _installed()
     wrong = {name: (version, installed.get(name)) for name, version in _lock().items()
              if installed.get(name) != version}
     assert not wrong, f'locked vs installed: {wrong}'

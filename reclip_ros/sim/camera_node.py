@@ -34,6 +34,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -294,7 +295,9 @@ def run(args: argparse.Namespace, ros_args: Optional[List[str]] = None) -> int:
                              height=args.height, publish_proposals=args.publish_proposals,
                              reliable=args.reliable)
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
+        # Ctrl-C / SIGINT: rclpy's handler shuts the context down, and spin ends with
+        # either exception depending on where the signal lands; both are a normal stop
         pass
     except Exception as exc:  # noqa: BLE001 - report any start-up failure in one line
         print(f'error: sim camera failed: {type(exc).__name__}: {exc}', file=sys.stderr)
