@@ -121,3 +121,14 @@ def test_quick_gelu_mlp_is_fused_and_computes_the_same_function():
         got = mlp(x)
     err = (got - exact).abs().max() / exact.abs().max()
     assert err < 0.03
+
+
+def test_a_failing_compiled_quantiser_falls_back_to_eager(monkeypatch):
+    def broken(x):
+        raise RuntimeError('no compiler for this shape')
+
+    monkeypatch.setattr(int8, '_QUANTIZE', broken)
+    x = torch.randn(6, 5)
+    codes, _, _ = int8.quantize_activations(x)
+    assert torch.equal(codes, int8._quantize_eager(x)[0])
+    assert int8._QUANTIZE is int8._quantize_eager

@@ -92,6 +92,24 @@ def _quantizer() -> Callable:
         return _QUANTIZE
 
 
+def quantize_activations(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantise *x* (:func:`_quantize_eager`), compiled when possible.
+
+    A compiled call that fails (e.g. a recompilation for a new shape without a working
+    compiler) switches to the eager function for good; both give the same integers.
+    """
+    global _QUANTIZE
+    quantize = _quantizer()
+    if quantize is _quantize_eager:
+        return quantize(x)
+    try:
+        return quantize(x)
+    except Exception:  # noqa: BLE001 - same integers from the eager function
+        with _QUANTIZE_LOCK:
+            _QUANTIZE = _quantize_eager
+        return _quantize_eager(x)
+
+
 def _compiled_or_eager() -> Callable:
     try:
         compiled = torch.compile(_quantize_eager, dynamic=True)
@@ -136,7 +154,7 @@ class Int8Linear(nn.Module):
         """``x @ W.T + b`` with *x* quantised to uint8 over its own range."""
         shape = x.shape
         flat = x.reshape(-1, self.in_features).to(torch.float32)
-        codes, scale, zero_point = _quantizer()(flat)
+        codes, scale, zero_point = quantize_activations(flat)
         out = torch.ops.onednn.qlinear_pointwise(
             codes, float(scale), int(zero_point), self.packed_weight, self.weight_scale,
             self.weight_zero_point, self.bias, 1.0, 0, torch.float32, self.post_op, [], '')
