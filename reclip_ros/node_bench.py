@@ -44,8 +44,8 @@ STATUS_NAMES = {0: 'OK', 1: 'NO_IMAGE', 2: 'NO_PROPOSALS', 3: 'INVALID_COMMAND',
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``reclip bench node`` arguments."""
-    parser.add_argument('--model', default='sim',
-                        help="CLIP model of the node (default 'sim', the embedded one)")
+    from reclip_ros.soak import add_camera_arguments
+    add_camera_arguments(parser, camera_rate=5.0, domains='10-19')
     from reclip_ros.core.models import PRECISIONS
     parser.add_argument('--precision', default='auto', choices=PRECISIONS,
                         help='precision of the node (default auto)')
@@ -63,16 +63,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--commands', type=int, default=30, help='timed commands (default 30)')
     parser.add_argument('--interval', type=float, default=1.0, metavar='S',
                         help='seconds between a result and the next command (default 1)')
-    parser.add_argument('--camera-rate', type=float, default=5.0, metavar='HZ',
-                        help='frames per second (default 5)')
     parser.add_argument('--boxes', type=int, default=8, help='blocks in the scene (default 8)')
-    parser.add_argument('--width', type=int, default=640, help='frame width (default 640)')
-    parser.add_argument('--height', type=int, default=480, help='frame height (default 480)')
     parser.add_argument('--timeout', type=float, default=120.0, metavar='S',
                         help='seconds to wait for one result (default 120)')
-    parser.add_argument('--domain', type=int, default=None,
-                        help='ROS_DOMAIN_ID (default: random in 10-19)')
-    parser.add_argument('--log', metavar='FILE', default='', help="the node's log file")
     parser.add_argument('--json', action='store_true', help='print the report as JSON')
 
 

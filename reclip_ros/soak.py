@@ -50,27 +50,33 @@ COLOURS = {'red': (220, 30, 30), 'blue': (30, 40, 220), 'green': (40, 180, 60),
            'yellow': (230, 210, 40)}
 
 
-def register(parser: argparse.ArgumentParser) -> None:
-    """Add the ``reclip soak`` arguments."""
-    parser.add_argument('--duration', type=float, default=300.0, metavar='S',
-                        help='seconds of traffic (default 300; the issue asks for 1800)')
-    parser.add_argument('--camera-rate', type=float, default=15.0, metavar='HZ',
-                        help='frames per second (default 15)')
-    parser.add_argument('--command-rate', type=float, default=5.0, metavar='HZ',
-                        help='commands per second (default 5)')
+def add_camera_arguments(parser: argparse.ArgumentParser, camera_rate: float,
+                         domains: str) -> None:
+    """The camera and node options ``reclip soak`` and ``reclip bench node`` share."""
+    parser.add_argument('--camera-rate', type=float, default=camera_rate, metavar='HZ',
+                        help=f'frames per second (default {camera_rate:g})')
     parser.add_argument('--width', type=int, default=640, help='frame width (default 640)')
     parser.add_argument('--height', type=int, default=480, help='frame height (default 480)')
     parser.add_argument('--model', default='sim',
                         help="CLIP model of the node (default 'sim', the embedded one)")
+    parser.add_argument('--domain', type=int, default=None,
+                        help=f'ROS_DOMAIN_ID (default: random in {domains})')
+    parser.add_argument('--log', metavar='FILE', default='', help="the node's log file")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``reclip soak`` arguments."""
+    parser.add_argument('--duration', type=float, default=300.0, metavar='S',
+                        help='seconds of traffic (default 300; the issue asks for 1800)')
+    add_camera_arguments(parser, camera_rate=15.0, domains='150-199')
+    parser.add_argument('--command-rate', type=float, default=5.0, metavar='HZ',
+                        help='commands per second (default 5)')
     parser.add_argument('--warmup', type=float, default=None, metavar='S',
                         help='seconds left out of the RSS slope (default: a fifth of the run)')
     parser.add_argument('--rss-period', type=float, default=5.0, metavar='S',
                         help='seconds between RSS samples (default 5)')
-    parser.add_argument('--domain', type=int, default=None,
-                        help='ROS_DOMAIN_ID (default: random in 150-199)')
     parser.add_argument('--json', metavar='FILE', default='',
                         help='also write the report (with the RSS series) as JSON')
-    parser.add_argument('--log', metavar='FILE', default='', help="the node's log file")
 
 
 def scene(width: int, height: int, blocks: int = 4):

@@ -186,6 +186,15 @@ def save_random_clip(directory: PathLike, preset: str = 'tiny', seed: int = 0) -
     return directory
 
 
+def _owl_text_config(tokenizer, hidden: int, intermediate: int, layers: int,
+                     heads: int) -> dict:
+    """The text tower of a random OWL model over *tokenizer* (16 positions, its ids)."""
+    return dict(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=heads, max_position_embeddings=16,
+                vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
 def save_random_owlv2(directory: PathLike, seed: int = 0) -> Path:
     """Save a tiny randomly initialised ``Owlv2ForObjectDetection`` with its processor.
 
@@ -198,10 +207,7 @@ def save_random_owlv2(directory: PathLike, seed: int = 0) -> Path:
     directory = Path(directory)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_clip_tokenizer(tmp)
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=2, max_position_embeddings=16, vocab_size=len(tokenizer),
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id)
+    text = _owl_text_config(tokenizer, hidden=32, intermediate=64, layers=2, heads=2)
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=2, image_size=64, patch_size=8)
     # OWL compares image-class embeddings (text hidden size) with projected text embeddings.
@@ -243,10 +249,7 @@ def save_random_owl(directory: PathLike, preset: str = 'owlvit-base-32', seed: i
     directory = Path(directory)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_clip_tokenizer(tmp)
-    text = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
-                num_attention_heads=8, max_position_embeddings=16, vocab_size=len(tokenizer),
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id)
+    text = _owl_text_config(tokenizer, hidden=512, intermediate=2048, layers=12, heads=8)
     vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                   num_attention_heads=12, image_size=spec['image_size'],
                   patch_size=spec['patch_size'])
