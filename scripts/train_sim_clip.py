@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,14 @@ def main(argv=None) -> int:
     parser.add_argument('--output-logit-scale', type=float, default=d.output_logit_scale,
                         help='logit scale stored in the saved model (0 = the trained one; '
                              f'default {d.output_logit_scale})')
+    spec = ModelSpec()
+    parser.add_argument('--image-size', type=int, default=spec.image_size,
+                        help=f'model input size in pixels (default {spec.image_size})')
+    parser.add_argument('--patch-size', type=int, default=spec.patch_size,
+                        help=f'vision patch size in pixels (default {spec.patch_size})')
     args = parser.parse_args(argv)
+    if args.image_size < 1 or args.patch_size < 1 or args.image_size % args.patch_size:
+        parser.error('--image-size must be a positive multiple of --patch-size')
     for name in ('train_scenes', 'validation_scenes', 'epochs', 'batch_size', 'threads',
                  'workers'):
         if getattr(args, name) < 1:
@@ -60,7 +68,8 @@ def main(argv=None) -> int:
                       seed=args.seed, threads=args.threads, workers=args.workers,
                       cache_dir=args.cache_dir or None, max_minutes=args.max_minutes,
                       output_logit_scale=args.output_logit_scale, max_steps=args.max_steps)
-    info = train(args.out, cfg, ModelSpec(), log=lambda m: print(m, flush=True))
+    info = train(args.out, cfg,
+                 replace(spec, image_size=args.image_size, patch_size=args.patch_size), log=lambda m: print(m, flush=True))
     acc = info['held_out_retrieval']
     print('held-out retrieval accuracy (image -> one of 96 "a photo of the <size> <colour> '
           '<kind>" captions):')

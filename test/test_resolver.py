@@ -10,7 +10,8 @@ import pytest
 
 from reclip_ros.core.parsing import Entity, ExpressionParser, ParsedExpression, Relation
 from reclip_ros.core.parsing import Ordinal, Superlative
-from reclip_ros.core.relations import BINARY_RELATIONS, between_tensor, relation_matrix
+from reclip_ros.core.relation_kinds import EXTENDED, PAPER, box_relation, relation_words
+from reclip_ros.core.relations import between_tensor, relation_matrix
 from reclip_ros.core.resolver import SpatialResolver, normalise
 from reclip_ros.core.types import Box
 
@@ -358,7 +359,7 @@ def tree_scores(table):
     return lambda text: np.asarray(table[text], dtype=float)
 
 
-@pytest.mark.parametrize('kind', BINARY_RELATIONS)
+@pytest.mark.parametrize('kind', [k for k in relation_words(EXTENDED) if k != 'between'])
 def test_relation_execution_formula(resolver, kind):
     boxes = [Box(0, 0, 30, 30), Box(10, 40, 10, 10), Box(60, 5, 40, 20), Box(15, 5, 10, 10)]
     depths = np.array([1.0, 2.0, 0.5, np.nan])
@@ -369,7 +370,7 @@ def test_relation_execution_formula(resolver, kind):
     parsed = ParsedExpression('full', 'full', '', True, root)
     out = resolver.resolve(parsed, boxes, tree_scores(table), box_depths=depths)
     a = np.array(table['a'])
-    new = relation_matrix(kind, boxes, depths) @ np.array(table['b'])
+    new = relation_matrix(box_relation(kind, EXTENDED), boxes, depths) @ np.array(table['b'])
     pi = normalise(a * new, fallback=a)
     expected = normalise(np.array(table['full']) * pi, fallback=pi)
     np.testing.assert_allclose(out, expected)
@@ -388,15 +389,83 @@ def test_between_execution_formula(resolver):
     assert int(np.argmax(out)) == 2
 
 
-def test_superlative_execution_formula(resolver):
+def test_superlative_execution_formula_in_paper_mode(resolver):
+    # the paper's soft product: pi'(i) = pi(i) sum_j pi(j) R(i, j) (method note, section 2)
     boxes = [Box(0, 0, 10, 10), Box(50, 0, 10, 10), Box(100, 0, 10, 10)]
     table = {'full': [0.2, 0.5, 0.3], 'a': [0.2, 0.5, 0.3]}
     root = Entity('a', 'a', superlatives=(Superlative('left', 'leftmost'),))
-    parsed = ParsedExpression('full', 'full', '', True, root)
+    parsed = ParsedExpression('full', 'full', '', True, root, mode=PAPER)
     out = resolver.resolve(parsed, boxes, tree_scores(table))
     pi = np.array(table['a'])
     sup = normalise(pi * (relation_matrix('left', boxes) @ pi), pi)
     np.testing.assert_allclose(out, normalise(np.array(table['full']) * sup, sup))
+
+
+def _row_boxes(n, step=50):
+    return [Box(i * step, 0, 10, 10) for i in range(n)]
+
+
+def test_extended_superlative_orders_only_the_instances_of_the_noun(resolver):
+    # "the rightmost cube": two cubes (0.35 each) left of two spheres (0.15 each). The
+    # paper's soft product picks the rightmost sphere (0.15 * 0.85 > 0.35 * 0.35); the
+    # cubes are the instances (the spheres have less than half their probability), so the
+    # rightmost cube is chosen.
+    boxes = _row_boxes(4)
+    table = {'full': [0.25] * 4, 'a': [0.35, 0.35, 0.15, 0.15]}
+    root = Entity('a', 'a', superlatives=(Superlative('right', 'rightmost'),))
+    paper = resolver.resolve(ParsedExpression('full', 'full', '', True, root, mode=PAPER),
+                             boxes, tree_scores(table))
+    assert int(np.argmax(paper)) == 3
+    out = resolver.resolve(ParsedExpression('full', 'full', '', True, root), boxes,
+                           tree_scores(table))
+    # the two instances share the mass equally; only box 1 has an instance to its left
+    np.testing.assert_allclose(out, [0.0, 1.0, 0.0, 0.0])
+
+
+def test_extended_superlative_with_even_scores_takes_the_extreme_box(resolver):
+    # "the leftmost object": every box is an instance (no drop of ln 2), so the leftmost box
+    # wins although its score is the lowest; the paper's product picks box 1 (0.3 * 0.55).
+    boxes = _row_boxes(4)
+    table = {'full': [0.25] * 4, 'a': [0.15, 0.3, 0.28, 0.27]}
+    root = Entity('a', 'a', superlatives=(Superlative('left', 'leftmost'),))
+    paper = resolver.resolve(ParsedExpression('full', 'full', '', True, root, mode=PAPER),
+                             boxes, tree_scores(table))
+    assert int(np.argmax(paper)) == 1
+    out = resolver.resolve(ParsedExpression('full', 'full', '', True, root), boxes,
+                           tree_scores(table))
+    # flat weights 1/4: box i gets (number of boxes right of it) / 4, normalised: 3:2:1:0
+    np.testing.assert_allclose(out, [0.5, 1 / 3, 1 / 6, 0.0])
+
+
+def test_extended_superlative_without_a_second_instance_keeps_the_scores(resolver):
+    boxes = _row_boxes(3)
+    table = {'full': [1 / 3] * 3, 'a': [0.8, 0.1, 0.1]}
+    root = Entity('a', 'a', superlatives=(Superlative('right', 'rightmost'),))
+    out = resolver.resolve(ParsedExpression('full', 'full', '', True, root), boxes,
+                           tree_scores(table))
+    assert int(np.argmax(out)) == 0
+
+
+@pytest.mark.parametrize('text, with_depth, expected', [
+    ('the big cup', True, 1), ('the big cup', False, 0),
+    ('the small cup', True, 0), ('the small cup', False, 1),
+    ('the larger cup', True, 1), ('the tiny cup', True, 0),
+])
+def test_size_adjectives_compare_physical_size_within_the_category(parser, resolver, text,
+                                                                   with_depth, expected):
+    # cup 0: 40 px wide at 0.5 m (about 20 px*m), cup 1: 30 px wide at 1.0 m (30 px*m), so
+    # cup 1 is the physically bigger one although its box is smaller; the plate is biggest.
+    boxes = [Box(0, 0, 40, 40), Box(100, 0, 30, 30), Box(200, 0, 80, 80)]
+    depths = [0.5, 1.0, 0.6] if with_depth else None
+    p = ground(parser, resolver, text, boxes, ['cup', 'cup', 'plate'], box_depths=depths)
+    assert int(np.argmax(p)) == expected
+
+
+def test_size_adjective_with_one_instance_is_that_instance(parser, resolver):
+    # "the big cup" with a single cup: the plate is bigger but not a cup
+    boxes = [Box(0, 0, 20, 20), Box(100, 0, 80, 80)]
+    p = ground(parser, resolver, 'the big cup', boxes, ['cup', 'plate'])
+    assert int(np.argmax(p)) == 0
 
 
 def test_final_distribution_multiplies_the_full_expression_score(resolver):
@@ -464,7 +533,7 @@ def test_bad_resolver_options_raise():
     with pytest.raises(ValueError):
         SpatialResolver(near_scale=0)
     with pytest.raises(ValueError):
-        SpatialResolver(ordinal_min_mass=2.0)
+        SpatialResolver(instance_min_mass=2.0)
 
 
 def _row(n):

@@ -89,15 +89,17 @@ REGISTRY: Tuple[RelationKind, ...] = (
         'bigger',
         paper=_w(('bigger', 'larger', 'closer'),
                  ('bigger', 'biggest', 'larger', 'largest', 'closer', 'closest'), 'bigger'),
-        extended=_w(('bigger', 'larger'), ('bigger', 'biggest', 'larger', 'largest'),
-                    'bigger')),
+        extended=_w(('bigger', 'larger'),
+                    ('bigger', 'biggest', 'larger', 'largest', 'big', 'large', 'huge',
+                     'giant', 'enormous'), 'bigger_3d')),
     RelationKind(
         'smaller',
         paper=_w(('smaller', 'tinier', 'further'),
                  ('smaller', 'smallest', 'tinier', 'tiniest', 'further', 'furthest'),
                  'smaller'),
-        extended=_w(('smaller', 'tinier'), ('smaller', 'smallest', 'tinier', 'tiniest'),
-                    'smaller')),
+        extended=_w(('smaller', 'tinier'),
+                    ('smaller', 'smallest', 'tinier', 'tiniest', 'small', 'little', 'tiny',
+                     'mini'), 'smaller_3d')),
     # The paper's inside is area(i & j) / area(i) with 1 on the diagonal ('within'); the
     # extended one never relates a box to itself ('inside', 0 on the diagonal).
     RelationKind(

@@ -23,6 +23,10 @@ Additions (beyond the paper):
   depth (median depth in the box, metres), ``closer`` and ``front`` are depth_i < depth_j,
   ``farther`` and ``behind`` depth_i > depth_j. Pairs without depth use the paper's proxies:
   closer -> bigger, farther -> smaller, front -> below, behind -> above.
+- physical size ``bigger_3d`` / ``smaller_3d``: when both boxes have a finite depth, the
+  objects' extents ``sqrt(area) * depth`` are compared (the focal length, the same for
+  every box of a frame, cancels: a far big cup can look smaller than a near small one);
+  pairs without depth compare box areas, as ``bigger`` / ``smaller`` do.
 - ``between`` (ternary, soft): see :func:`between_tensor`.
 - ``middle`` (superlative only): closeness of the box centre to a reference point, see
   :func:`middle_matrix`.
@@ -39,15 +43,18 @@ from reclip_ros.core.types import Box
 
 #: Relations between two boxes that :func:`relation_matrix` computes.
 BINARY_RELATIONS = ('left', 'right', 'above', 'below', 'bigger', 'smaller', 'inside',
-                    'near', 'far', 'closer', 'farther', 'front', 'behind')
+                    'near', 'far', 'closer', 'farther', 'front', 'behind', 'bigger_3d',
+                    'smaller_3d')
 #: The paper's code's ``inside``, which relates a box to itself (paper mode only).
 PAPER_ONLY_RELATIONS = ('within',)
 #: Superlative kinds: each is applied with the binary matrix of the same name, except
 #: ``middle`` which uses :func:`middle_matrix`.
 SUPERLATIVE_KINDS = ('left', 'right', 'above', 'below', 'bigger', 'smaller', 'closer',
-                     'farther', 'front', 'behind', 'middle')
+                     'farther', 'front', 'behind', 'middle', 'bigger_3d', 'smaller_3d')
 #: The paper's proxies for the depth relations, used for pairs without depth.
 DEPTH_PROXIES = {'closer': 'bigger', 'farther': 'smaller', 'front': 'below', 'behind': 'above'}
+#: Physical size relations and the box-area relation used for pairs without depth.
+SIZE_3D = {'bigger_3d': 'bigger', 'smaller_3d': 'smaller'}
 
 BoxesLike = Union[Sequence[Box], np.ndarray]
 
@@ -169,6 +176,27 @@ def _depth_or_proxy(kind: str, geom: BoxGeometry,
     return _zero_diagonal(np.where(both, by_depth, proxy))
 
 
+def physical_extent(geom: BoxGeometry, box_depths: Optional[np.ndarray]) -> np.ndarray:
+    """``sqrt(area) * depth`` per box (the object's extent in metres times the focal
+    length, in pixels); nan where the depth is unknown."""
+    if box_depths is None:
+        return np.full(len(geom), np.nan)
+    depth = np.asarray(box_depths, dtype=np.float64).reshape(-1)
+    if depth.shape[0] != len(geom):
+        raise ValueError(f'box_depths has {depth.shape[0]} values for {len(geom)} boxes')
+    return np.sqrt(geom.area) * np.where(np.isfinite(depth) & (depth > 0), depth, np.nan)
+
+
+def _size_3d(kind: str, geom: BoxGeometry, box_depths: Optional[np.ndarray]) -> np.ndarray:
+    proxy = relation_matrix(SIZE_3D[kind], geom)
+    extent = physical_extent(geom, box_depths)
+    known = np.isfinite(extent)
+    both = known[:, None] & known[None, :]
+    safe = np.where(known, extent, 0.0)
+    by_size = _compare(safe, np.greater if kind == 'bigger_3d' else np.less)
+    return _zero_diagonal(np.where(both, by_size, proxy))
+
+
 def relation_matrix(kind: str, boxes: Union[BoxesLike, BoxGeometry],
                     box_depths: Optional[np.ndarray] = None,
                     near_scale: float = 1.0) -> np.ndarray:
@@ -209,6 +237,8 @@ def relation_matrix(kind: str, boxes: Union[BoxesLike, BoxGeometry],
         return _zero_diagonal(1.0 - near_matrix(geom, near_scale))
     if kind in DEPTH_PROXIES:
         return _depth_or_proxy(kind, geom, box_depths)
+    if kind in SIZE_3D:
+        return _size_3d(kind, geom, box_depths)
     known = ', '.join(BINARY_RELATIONS + PAPER_ONLY_RELATIONS)
     raise ValueError(f'unknown relation {kind!r}; known: {known}')
 
@@ -285,6 +315,7 @@ def order_key(kind: str, boxes: Union[BoxesLike, BoxGeometry],
 
     ``left`` sorts left to right, ``right`` right to left, ``above`` top to bottom,
     ``below`` bottom to top, ``bigger`` largest first, ``smaller`` smallest first,
+    ``bigger_3d`` / ``smaller_3d`` likewise by physical extent when every box has a depth,
     ``closer``/``front`` nearest first and ``farther``/``behind`` farthest first (by depth when
     every box has a finite depth, else by the paper's proxies), ``middle`` closest to
     *reference* first. Used for ordinals ("the second cup from the left").
@@ -295,6 +326,11 @@ def order_key(kind: str, boxes: Union[BoxesLike, BoxGeometry],
         if depth is not None and depth.shape == (len(geom),) and np.all(np.isfinite(depth)):
             return depth if kind in ('closer', 'front') else -depth
         kind = DEPTH_PROXIES[kind]
+    if kind in SIZE_3D:
+        extent = physical_extent(geom, box_depths)
+        if np.all(np.isfinite(extent)):
+            return -extent if kind == 'bigger_3d' else extent
+        kind = SIZE_3D[kind]
     keys = {
         'left': lambda: geom.cx,
         'right': lambda: -geom.cx,

@@ -134,25 +134,32 @@ class SpatialResolver:
         near_scale: distance scale of ``near``/``far`` in units of the mean box diagonal.
         between_width: how far (in segment lengths) a box may sit off the line joining the two
             reference objects and still count as ``between`` them.
-        ordinal_min_mass: for ordinals, boxes whose probability is below this fraction of the
-            best box's are never counted as instances of the noun.
-        ordinal_min_gap: for ordinals, the smallest drop in log-probability that separates
-            the noun's instances from the other boxes (ln 2: half the probability).
+        instance_min_mass: for ordinals and superlatives, boxes whose probability is below
+            this fraction of the best box's are never counted as instances of the noun.
+        instance_min_gap: for ordinals and superlatives, the smallest drop in
+            log-probability that separates the noun's instances from the other boxes
+            (ln 2: half the probability).
+        superlative_flat: superlatives (extended mode) weigh the noun's instances equally
+            (True) or by their probability (False).
         between_top_k: "between" sums over the this many most probable boxes of each of its
             two arguments (exact up to this many boxes; memory N x k**2, never N**3).
     """
 
     def __init__(self, near_scale: float = 1.0, between_width: float = 0.5,
-                 ordinal_min_mass: float = 0.2, ordinal_min_gap: float = float(np.log(2.0)),
-                 between_top_k: int = 16):
+                 instance_min_mass: float = 0.2,
+                 instance_min_gap: float = float(np.log(2.0)),
+                 between_top_k: int = 16, superlative_flat: bool = True):
         if near_scale <= 0 or between_width <= 0:
             raise ValueError('near_scale and between_width must be > 0')
-        if not 0.0 <= ordinal_min_mass <= 1.0:
-            raise ValueError('ordinal_min_mass must be in [0, 1]')
+        if not 0.0 <= instance_min_mass <= 1.0:
+            raise ValueError('instance_min_mass must be in [0, 1]')
+        if not instance_min_gap >= 0.0:
+            raise ValueError('instance_min_gap must be >= 0')
         self.near_scale = float(near_scale)
         self.between_width = float(between_width)
-        self.ordinal_min_mass = float(ordinal_min_mass)
-        self.ordinal_min_gap = float(ordinal_min_gap)
+        self.instance_min_mass = float(instance_min_mass)
+        self.instance_min_gap = float(instance_min_gap)
+        self.superlative_flat = bool(superlative_flat)
         self.between_top_k = max(int(between_top_k), 1)
 
     def resolve(self, parsed: ParsedExpression, boxes: BoxesLike, score_fn: ScoreFn,
@@ -227,7 +234,15 @@ class SpatialResolver:
             pi = self._apply_ordinal(pi, entity.ordinal, frame)
         if frame.mode == PAPER and np.count_nonzero(pi > 0) < 2:
             return pi
-        for superlative in entity.superlatives:
+        superlatives = entity.superlatives
+        if frame.mode != PAPER and superlatives:
+            members = self._instances(pi, min_count=2)
+            if members is None:
+                # one plausible instance: the superlative has nothing to order
+                superlatives = ()
+            else:
+                pi = self._restrict(pi, members)
+        for superlative in superlatives:
             pi = self._apply_superlative(pi, superlative, frame)
         return pi
 
@@ -240,40 +255,65 @@ class SpatialResolver:
             matrix = frame.matrix(superlative.kind)
         return frame.normalise(pi * (matrix @ pi), fallback=pi)
 
-    def _apply_ordinal(self, pi: np.ndarray, ordinal: Ordinal, frame: _Frame) -> np.ndarray:
-        """Pick the ``ordinal.rank``-th instance of the noun in the order ``ordinal.kind``.
+    def _instances(self, pi: np.ndarray, min_count: int) -> Optional[np.ndarray]:
+        """The boxes that plausibly are instances of the entity's noun, most probable first.
 
-        Rule: the instances of the noun are the ``k`` most probable boxes, where ``k`` (at
-        least the rank) is cut at the largest drop in log-probability between consecutive
-        boxes sorted by probability; when no drop exceeds ``ordinal_min_gap`` (the noun's
-        scores are about even, e.g. every box is a cup), every box whose probability is at
-        least ``ordinal_min_mass`` of the best box's counts. The instances are sorted by
-        :func:`order_key` and the rank-th one is chosen: ``pi'`` is ``pi`` restricted to it.
-        With fewer candidate instances than the rank asks for, ``pi`` is returned unchanged.
-        A probability *ratio* such as ``pi / max(pi)`` is not used as a membership because
-        region scores are relative: several true instances share the mass unevenly.
+        They are the ``k`` most probable boxes, ``k >= min_count``, cut at the largest drop
+        in log-probability between consecutive boxes (sorted by probability); when no drop
+        reaches ``instance_min_gap`` the scores are about even (every box is a cup) and every
+        box with at least ``instance_min_mass`` of the best box's probability counts. None
+        when fewer than *min_count* boxes are eligible.
         """
         n = len(pi)
         top = float(np.max(pi)) if n else 0.0
-        if top <= 0 or ordinal.rank > n:
-            return pi
+        if top <= 0 or min_count > n:
+            return None
         by_prob = np.argsort(-pi, kind='stable')
         logp = np.log(np.maximum(pi[by_prob], 1e-300))
-        eligible = int(np.sum(pi >= self.ordinal_min_mass * top))
-        if eligible < ordinal.rank:
-            return pi
+        eligible = int(np.sum(pi >= self.instance_min_mass * top))
+        if eligible < min_count:
+            return None
         gaps = logp[:-1] - logp[1:]  # gaps[k - 1]: drop after the k most probable boxes
-        # candidate cuts: after the rank-th box up to after the last eligible one (the drop
-        # from the last eligible box to the first ineligible one counts too)
-        cuts = [(gaps[k - 1], k) for k in range(ordinal.rank, min(eligible, n - 1) + 1)]
+        # candidate cuts: after the min_count-th box up to after the last eligible one (the
+        # drop from the last eligible box to the first ineligible one counts too)
+        cuts = [(gaps[k - 1], k) for k in range(min_count, min(eligible, n - 1) + 1)]
         best_gap, count = max(cuts, default=(0.0, eligible))
-        if best_gap < self.ordinal_min_gap:
+        if best_gap < self.instance_min_gap:
             count = eligible
-        members = by_prob[:count]
+        return by_prob[:count]
+
+    def _restrict(self, pi: np.ndarray, members: np.ndarray) -> np.ndarray:
+        """Superlatives in extended mode order only the plausible instances of the noun.
+
+        The soft product alone lets a confident non-instance win ("the rightmost cube":
+        a sphere right of every cube with a fifth of the cube mass). The instances
+        (:meth:`_instances`, at least two) keep their probability, every other box gets 0;
+        with ``superlative_flat`` they share it equally, so that the order alone decides.
+        """
+        weight = np.zeros(len(pi))
+        weight[members] = 1.0
+        if self.superlative_flat:
+            return weight / float(len(members))
+        return normalise(pi * weight, fallback=pi)
+
+    def _apply_ordinal(self, pi: np.ndarray, ordinal: Ordinal, frame: _Frame) -> np.ndarray:
+        """Pick the ``ordinal.rank``-th instance of the noun in the order ``ordinal.kind``.
+
+        Rule: the instances of the noun are those of :meth:`_instances` (at least the rank
+        many). The instances are sorted by :func:`order_key` and the rank-th one is chosen:
+        ``pi'`` is ``pi`` restricted to it. With fewer candidate instances than the rank
+        asks for, ``pi`` is returned unchanged. A probability *ratio* such as
+        ``pi / max(pi)`` is not used as a membership because region scores are relative:
+        several true instances share the mass unevenly.
+        """
+        n = len(pi)
+        members = self._instances(pi, ordinal.rank) if ordinal.rank <= n else None
+        if members is None:
+            return pi
         reference = None
         if ordinal.kind == 'middle':
             reference = frame.centre('candidates', pi)
-        key = order_key(ordinal.kind, frame.geom, frame.depths, reference)
+        key = order_key(box_relation(ordinal.kind, frame.mode), frame.geom, frame.depths, reference)
         ranked = members[np.argsort(key[members], kind='stable')]
         chosen = ranked[ordinal.rank - 1]
         weight = np.zeros(n)
