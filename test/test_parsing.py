@@ -320,3 +320,60 @@ def test_unique_words_do_not_grow_the_spacy_vocabulary(parser, mode):
         parsed = parser.parse(f'the zqx{k}mug left of the wobbler{k}{mode}', mode)
         assert f'zqx{k}mug' in parsed.root.text  # results are plain strings, still readable
     assert len(parser.nlp.vocab.strings) == strings
+
+
+def _meaning(tree):
+    """A parse tree without the words that named its parts ("2nd" and "second" alike)."""
+    if isinstance(tree, dict):
+        return {k: _meaning(v) for k, v in tree.items() if k not in ('chunk', 'words')}
+    if isinstance(tree, list):
+        return [_meaning(v) for v in tree]
+    return tree
+
+
+# --- spoken input: what a speech recogniser writes ---------------------------------------------
+@pytest.mark.parametrize('spoken, written', [
+    # fillers
+    ('um the red cup on the left', 'the red cup on the left'),
+    ('the red cup uh left of the plate', 'the red cup left of the plate'),
+    ('like the leftmost cube', 'the leftmost cube'),
+    ('grab like the leftmost cube', 'grab the leftmost cube'),
+    ('pick up like the cup between the plate and the bowl',
+     'pick up the cup between the plate and the bowl'),
+    ('the cube left of like the duck', 'the cube left of the duck'),
+    ('can you like grab the red cup', 'grab the red cup'),
+    # politeness
+    ('please pick up the red cup', 'pick up the red cup'),
+    ('pick up the red cup please', 'pick up the red cup'),
+    ('could you pick up the second cup from the left', 'pick up the second cup from the left'),
+    ('can you find the cup behind the plate', 'find the cup behind the plate'),
+    ('would you show me the rightmost duck', 'show me the rightmost duck'),
+    ('could you please point at the big cube', 'point at the big cube'),
+    # vocatives
+    ('hey robot the red cup on the left', 'the red cup on the left'),
+    ('robot grab the small cup', 'grab the small cup'),
+    ('ok robot bring me the third duck from the right', 'bring me the third duck from the right'),
+    # a repeated word
+    ('pick up the the red cup', 'pick up the red cup'),
+    ('the cup left left of the plate', 'the cup left of the plate'),
+    ('grab grab the leftmost cube', 'grab the leftmost cube'),
+    # numbers spelled out and written as digits mean the same
+    ('the second cup from the left', 'the 2nd cup from the left'),
+    ('the third duck from the right', 'the 3rd duck from the right'),
+    # several at once
+    ('um hey robot could you like pick up the the small blue cube please',
+     'pick up the small blue cube'),
+])
+def test_spoken_input_parses_like_the_written_expression(parser, spoken, written):
+    got, want = parser.parse(spoken), parser.parse(written)
+    assert _meaning(got.root.to_dict()) == _meaning(want.root.to_dict()), got.describe()
+    assert got.command.split()[:1] == want.command.split()[:1]
+
+
+@pytest.mark.parametrize('text, kept', [
+    ('i would like the red cup', 'the red cup'),
+    ('the one that looks like a duck', 'the one that looks like a duck'),
+    ('something like a red cup', 'something like a red cup'),
+])
+def test_like_keeps_its_meaning_outside_filler_positions(parser, text, kept):
+    assert parser.parse(text).text == kept

@@ -9,7 +9,8 @@ pytest.importorskip('pybullet')
 
 from reclip_ros.sim.catalog import CATALOG, COLOURS, SIZES  # noqa: E402
 from reclip_ros.sim.expressions import (CATEGORIES, COMMAND_VERBS,  # noqa: E402
-                                        generate_expressions)
+                                        VOICE_PHENOMENA, generate_expressions,
+                                        voice_rendering)
 from reclip_ros.sim.world import TabletopScene  # noqa: E402
 
 NOUNS = {k.name: k.name for k in CATALOG}
@@ -37,8 +38,20 @@ def _cx(o):
     return o.box.center[0]
 
 
+def unvoice(text):
+    """The written expression inside a spoken rendering (this test's own reading)."""
+    words = [w for w in text.split() if w not in ('um', 'uh', 'like', 'please')]
+    words = [w for i, w in enumerate(words) if i == 0 or w != words[i - 1]]  # "the the"
+    text = ' '.join(words)
+    text = re.sub(r'^(?:(?:hey|ok|okay) )?robot ', '', text)
+    text = re.sub(r'^(?:could|can|would) you ', '', text)
+    text = re.sub(r'^(?:find|show me|get|point at) (?=the )', '', text)
+    return text
+
+
 def interpret(text, objects):
     """Return the set of object indices the text can refer to (strict, no margins)."""
+    text = unvoice(text)
     for verb in COMMAND_VERBS:
         if text.startswith(verb + ' '):
             text = text[len(verb) + 1:]
@@ -133,3 +146,39 @@ def test_relational_heads_are_ambiguous_alone(scenes):
 
 def test_no_objects_no_expressions():
     assert generate_expressions([], np.random.default_rng(0)) == []
+
+
+def test_voice_renderings_are_spoken_forms_of_written_expressions(scenes):
+    seen = set()
+    for seed, objects in scenes:
+        for expr in generate_expressions(objects, np.random.default_rng(seed),
+                                         max_per_category=0):
+            if expr.category != 'voice':
+                continue
+            # what a recogniser writes: lowercase words, no punctuation, no digits
+            assert re.fullmatch(r'[a-z]+( [a-z]+)*', expr.text), expr.text
+            phenomena = expr.template.split(':')[1].split('+')
+            assert 2 <= len(phenomena) <= 3 and set(phenomena) <= set(VOICE_PHENOMENA)
+            seen.update(phenomena)
+            assert expr.template.split(':')[2] in CATEGORIES
+    assert seen == set(VOICE_PHENOMENA)
+
+
+@pytest.mark.parametrize('phenomenon, pattern', [
+    ('filler', r'\b(um|uh|like)\b'),
+    ('politeness', r'^(could you|can you|would you|please)\b|\bplease$'),
+    ('vocative', r'^(hey |ok |okay )?robot\b'),
+    ('repetition', r'\b(\w+) \1\b'),
+])
+def test_each_voice_phenomenon_is_rendered(phenomenon, pattern):
+    for k in range(20):
+        rng = np.random.default_rng(k)
+        text = voice_rendering('pick up the cube left of the duck', rng, True, [phenomenon])
+        assert re.search(pattern, text), text
+        assert unvoice(text) == 'pick up the cube left of the duck', text
+
+
+def test_voice_spells_numbers_out():
+    text = voice_rendering('the 2nd cube from the left', np.random.default_rng(0), False,
+                           ['repetition'])
+    assert '2nd' not in text and 'second' in text

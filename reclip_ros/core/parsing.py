@@ -46,6 +46,14 @@ _NUMERIC_ORDINAL = re.compile(r'^(\d{1,3})(st|nd|rd|th)$')
 _VOCATIVE = re.compile(r'^(?:(?:hey|hi|ok|okay)\s*,?\s+)?robot\s*[,:!]?\s+', re.IGNORECASE)
 #: Spoken fillers and "please", dropped anywhere ("um the red one please").
 _FILLERS = re.compile(r'\b(?:um+|uh+|uhm+|erm*|hmm+|ah+|please)\b\s*,?\s*', re.IGNORECASE)
+#: "like" is a filler before these words ("grab like the red cup") ...
+_LIKE_BEFORE = frozenset({'the', 'a', 'an', 'this', 'that', 'these', 'those', 'my', 'your',
+                          'one', 'some'})
+#: ... when it follows one of these (or starts the utterance, or follows a command verb);
+#: after "would", "i", "looks", "something" or a noun it keeps its meaning.
+_LIKE_AFTER = frozenset({'robot', 'up', 'down', 'me', 'us', 'and', 'so', 'just', 'well', 'okay',
+                         'ok', 'yeah', 'oh', 'at', 'to', 'for', 'towards', 'toward', 'on',
+                         'of', 'from', 'between', 'near', 'behind', 'then', 'you'})
 #: A word said twice in a row ("pick up the the red cup").
 _REPEATED_WORD = re.compile(r'\b(\w+)(?:\s+\1\b)+', re.IGNORECASE)
 
@@ -536,6 +544,23 @@ _OBSERVER_RELATION_WORDS = frozenset({'closest', 'nearest', 'closer', 'nearer', 
 _BARE_SIDE_OF = re.compile(r'(?<!\bthe )(?<!\bto )\b(left|right)\s+of\b', re.IGNORECASE)
 
 
+def _drop_like_fillers(text: str) -> str:
+    """Drop "like" where it is a spoken filler: "um like the red cup", "grab like the cup",
+    "can you like grab the cup", "the cube left of like the duck". It stays in "i would like
+    the red cup", "the one that looks like a duck" and "something like that"."""
+    words = text.split(' ')
+    keep = []
+    for i, word in enumerate(words):
+        if word.lower() == 'like' and i + 1 < len(words):
+            prev = keep[-1].lower().strip(',') if keep else ''
+            nxt = words[i + 1].lower()
+            after_ok = not prev or prev in _LIKE_AFTER or prev in COMMAND_VERBS
+            if after_ok and (nxt in _LIKE_BEFORE or (nxt in COMMAND_VERBS and prev != 'would')):
+                continue
+        keep.append(word)
+    return ' '.join(keep)
+
+
 def _canonical_relation_wording(text: str) -> str:
     """Rewrite "X left of Y" as "X to the left of Y" for the dependency parse.
 
@@ -632,6 +657,7 @@ class ExpressionParser:
             from reclip_ros.core.paper_extraction import parse_paper
             return parse_paper(self.nlp, cleaned)
         spoken = ' '.join(_REPEATED_WORD.sub(r'\1', _FILLERS.sub(' ', cleaned)).split())
+        spoken = _drop_like_fillers(spoken)
         spoken = spoken.strip(' ,') or cleaned
         without_vocative = _VOCATIVE.sub('', spoken) or spoken
         first = self.nlp(without_vocative)

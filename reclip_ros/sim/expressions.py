@@ -10,7 +10,11 @@ of each object, its 2D box and 3D centre) and writes expressions in six categori
 - ``superlative``: "the leftmost cube", "the closest ball", "the biggest object";
 - ``ordinal``: "the second sphere from the right";
 - ``between``: "the cube between the duck and the green cone";
-- ``command``: "pick up the green cylinder next to the duck", "grab the red cube".
+- ``command``: "pick up the green cylinder next to the duck", "grab the red cube";
+- ``voice``: what a speech recogniser makes of the others (:func:`voice_rendering`):
+  lowercase, no punctuation, numbers spelled out ("second", never "2nd"), with fillers
+  (um, uh, like), politeness (please, could you, can you), a vocative (hey robot) and a
+  repeated word: "um hey robot could you find the the second cube from the left please".
 
 An expression is kept only if its description picks out exactly one object by the ground
 truth, with margins so that near-ties are excluded: left/right compare box centres with a
@@ -36,12 +40,22 @@ import numpy as np
 
 from reclip_ros.sim.catalog import KINDS
 
-CATEGORIES = ('attribute', 'spatial', 'superlative', 'ordinal', 'between', 'command')
+CATEGORIES = ('attribute', 'spatial', 'superlative', 'ordinal', 'between', 'command',
+              'voice')
 DEPTH_MARGIN_M = 0.04
 AREA_RATIO = 1.4
 SYNONYM_PROBABILITY = 0.25
 COMMAND_VERBS = ('pick up', 'grab', 'fetch', 'take', 'bring me')
 ORDINALS = {2: 'second', 3: 'third'}
+#: The spoken phenomena of the ``voice`` category (each rendering has two or three).
+VOICE_PHENOMENA = ('filler', 'politeness', 'vocative', 'repetition')
+VOICE_FILLERS = ('um', 'uh', 'like')
+VOICE_VOCATIVES = ('hey robot', 'robot', 'ok robot', 'okay robot')
+#: Polite openings; a description (not a command) gets a verb after them.
+VOICE_POLITE_OPENINGS = ('could you', 'can you', 'would you', 'please', 'could you please')
+VOICE_REQUEST_VERBS = ('find', 'show me', 'get', 'point at')
+#: Numbers as a recogniser writes them: spelled out.
+_SPELLED = {'1st': 'first', '2nd': 'second', '3rd': 'third', '4th': 'fourth', '5th': 'fifth'}
 
 
 @dataclass(frozen=True)
@@ -350,6 +364,10 @@ def generate_expressions(objects: Sequence, rng: np.random.Generator,
     pools['command'] = command_pool
     out: List[SimExpression] = []
     for category in CATEGORIES:
+        if category == 'voice':
+            # Made after every written category, so that adding the spoken category left
+            # the written expressions of every seed unchanged.
+            pools['voice'] = _voice(pools, rng)
         pool = _dedupe(pools[category])
         if max_per_category and len(pool) > max_per_category:
             # prefer distinct targets, then random
@@ -368,6 +386,61 @@ def generate_expressions(objects: Sequence, rng: np.random.Generator,
                     chosen.append(pool[k])
             pool = chosen
         out.extend(SimExpression(c.text, category, c.target, c.template) for c in pool)
+    return out
+
+
+def voice_rendering(text: str, rng: np.random.Generator, is_command: bool,
+                    phenomena: Sequence[str]) -> str:
+    """*text* as a speech recogniser would write it, with the given spoken *phenomena*.
+
+    Always lowercase, without punctuation, numbers spelled out. ``filler``: "um"/"uh"
+    anywhere, or "like" at the start or after the verb; ``politeness``: "please" at either
+    end, or "could you"/"can you"/"would you" before the command (a description gets a
+    request verb: "can you find the red cube"); ``vocative``: "hey robot" first;
+    ``repetition``: one word said twice in a row.
+    """
+    words = [_SPELLED.get(w, w) for w in text.lower().replace(',', ' ').split()]
+    if 'politeness' in phenomena:
+        opening = VOICE_POLITE_OPENINGS[int(rng.integers(len(VOICE_POLITE_OPENINGS)))]
+        if opening == 'please' and rng.random() < 0.5:
+            words = words + ['please']
+        else:
+            if not is_command:
+                verb = VOICE_REQUEST_VERBS[int(rng.integers(len(VOICE_REQUEST_VERBS)))]
+                words = verb.split() + words
+                is_command = True
+            words = opening.split() + words
+    if 'repetition' in phenomena:
+        k = int(rng.integers(len(words)))
+        words = words[:k + 1] + words[k:]
+    if 'filler' in phenomena:
+        filler = VOICE_FILLERS[int(rng.integers(len(VOICE_FILLERS)))]
+        if filler == 'like':
+            # "like" is a filler before the object: at the start or right after the verb
+            at = 0
+            if is_command:
+                at = next((i for i, w in enumerate(words) if w in ('the', 'a')), 0)
+        else:
+            at = int(rng.integers(len(words) + 1))
+        words = words[:at] + [filler] + words[at:]
+    if 'vocative' in phenomena:
+        words = VOICE_VOCATIVES[int(rng.integers(len(VOICE_VOCATIVES)))].split() + words
+    return ' '.join(words)
+
+
+def _voice(pools: Dict[str, list], rng: np.random.Generator) -> List[_Candidate]:
+    """Spoken renderings of the other categories' expressions, two or three phenomena each."""
+    out = []
+    for category in CATEGORIES:
+        if category == 'voice':
+            continue
+        for cand in pools.get(category, ()):
+            count = 2 + int(rng.integers(2))
+            chosen = sorted(rng.choice(len(VOICE_PHENOMENA), size=count, replace=False))
+            phenomena = [VOICE_PHENOMENA[int(k)] for k in chosen]
+            text = voice_rendering(cand.text, rng, category == 'command', phenomena)
+            out.append(_Candidate(text, cand.target,
+                                  f'voice:{"+".join(phenomena)}:{cand.template}'))
     return out
 
 
