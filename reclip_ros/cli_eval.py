@@ -27,6 +27,7 @@ from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
 from reclip_ros.core.types import ReclipError
 from reclip_ros.evaluation.engine import (
     DEFAULT_SIZE_PRIOR, VARIANT_NAMES, EvalRecord, EvalSettings, evaluate, make_variants)
+from reclip_ros.evaluation.variants import DEFAULT_VARIANTS
 
 DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
 SIM_EVAL_MODULE = 'reclip_ros.sim.sim_eval'
@@ -51,9 +52,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         'google/owlv2-base-patch16-ensemble); default: no detector')
     g.add_argument('--detector-threshold', type=float, default=0.1,
                    help='detector score threshold (default 0.1)')
-    g.add_argument('--variants', nargs='+', default=list(VARIANT_NAMES), metavar='NAME',
+    g.add_argument('--variants', nargs='+', default=list(DEFAULT_VARIANTS), metavar='NAME',
                    choices=VARIANT_NAMES,
-                   help=f'variants to evaluate (default: all of {", ".join(VARIANT_NAMES)})')
+                   help=f'variants to evaluate (default: {", ".join(DEFAULT_VARIANTS)}; also '
+                        f'{", ".join(n for n in VARIANT_NAMES if n not in DEFAULT_VARIANTS)})')
     g.add_argument('--size-prior', type=float, default=DEFAULT_SIZE_PRIOR,
                    help='area fraction of the full_size_prior variant (default 0.05)')
     g.add_argument('--limit', type=int, default=0, metavar='N',

@@ -68,8 +68,8 @@ def main(argv=None) -> int:
                       seed=args.seed, threads=args.threads, workers=args.workers,
                       cache_dir=args.cache_dir or None, max_minutes=args.max_minutes,
                       output_logit_scale=args.output_logit_scale, max_steps=args.max_steps)
-    info = train(args.out, cfg,
-                 replace(spec, image_size=args.image_size, patch_size=args.patch_size), log=lambda m: print(m, flush=True))
+    spec = replace(spec, image_size=args.image_size, patch_size=args.patch_size)
+    info = train(args.out, cfg, spec, log=lambda m: print(m, flush=True))
     acc = info['held_out_retrieval']
     print('held-out retrieval accuracy (image -> one of 96 "a photo of the <size> <colour> '
           '<kind>" captions):')

@@ -545,9 +545,12 @@ _BARE_SIDE_OF = re.compile(r'(?<!\bthe )(?<!\bto )\b(left|right)\s+of\b', re.IGN
 
 
 def _drop_like_fillers(text: str) -> str:
-    """Drop "like" where it is a spoken filler: "um like the red cup", "grab like the cup",
-    "can you like grab the cup", "the cube left of like the duck". It stays in "i would like
-    the red cup", "the one that looks like a duck" and "something like that"."""
+    """Drop "like" where it is a spoken filler.
+
+    Fillers: "um like the red cup", "grab like the cup", "can you like grab the cup", "the
+    cube left of like the duck". It stays in "i would like the red cup", "the one that looks
+    like a duck" and "something like that".
+    """
     words = text.split(' ')
     keep = []
     for i, word in enumerate(words):

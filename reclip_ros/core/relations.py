@@ -177,8 +177,11 @@ def _depth_or_proxy(kind: str, geom: BoxGeometry,
 
 
 def physical_extent(geom: BoxGeometry, box_depths: Optional[np.ndarray]) -> np.ndarray:
-    """``sqrt(area) * depth`` per box (the object's extent in metres times the focal
-    length, in pixels); nan where the depth is unknown."""
+    """``sqrt(area) * depth`` per box; nan where the depth is unknown.
+
+    That is the object's extent in metres times the focal length in pixels, which is the
+    same for every box of a frame.
+    """
     if box_depths is None:
         return np.full(len(geom), np.nan)
     depth = np.asarray(box_depths, dtype=np.float64).reshape(-1)

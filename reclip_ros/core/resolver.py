@@ -313,7 +313,8 @@ class SpatialResolver:
         reference = None
         if ordinal.kind == 'middle':
             reference = frame.centre('candidates', pi)
-        key = order_key(box_relation(ordinal.kind, frame.mode), frame.geom, frame.depths, reference)
+        key = order_key(box_relation(ordinal.kind, frame.mode), frame.geom, frame.depths,
+                        reference)
         ranked = members[np.argsort(key[members], kind='stable')]
         chosen = ranked[ordinal.rank - 1]
         weight = np.zeros(n)

@@ -7,3 +7,4 @@
 from reclip_ros.evaluation.engine import (  # noqa: F401
     DEFAULT_SIZE_PRIOR, IOU_THRESHOLD, VARIANT_NAMES, EvalDataError, EvalRecord, EvalSettings,
     Variant, evaluate, make_variants)
+from reclip_ros.evaluation.variants import DEFAULT_VARIANTS  # noqa: F401

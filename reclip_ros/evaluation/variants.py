@@ -11,6 +11,8 @@ every report:
   "no relations" rows);
 - ``crop_only`` / ``blur_only``: region scoring with one isolation and no relations (the
   paper's isolation ablation, to compare with ``no_relations``);
+- ``full_crop_only`` / ``full_blur_only``: ``full`` with one isolation (relations on), to
+  see what each isolation adds to the whole method;
 - ``full_size_prior``: ``full`` plus the size prior (boxes of at most ``size_prior`` of the
   image area get probability 0, at the root and for the full expression).
 
@@ -31,7 +33,10 @@ IOU_THRESHOLD = 0.5
 #: The paper's size prior (fraction of the image area), used by ``full_size_prior``.
 DEFAULT_SIZE_PRIOR = 0.05
 
-VARIANT_NAMES = ('full', 'paper', 'no_relations', 'crop_only', 'blur_only', 'full_size_prior')
+VARIANT_NAMES = ('full', 'paper', 'no_relations', 'crop_only', 'blur_only', 'full_size_prior',
+                 'full_crop_only', 'full_blur_only')
+#: What ``reclip eval refcoco`` / ``jsonl`` run without ``--variants``: the paper's rows.
+DEFAULT_VARIANTS = VARIANT_NAMES[:6]
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class Variant:
                                 relations=self.relation_mode(run_mode))
 
 
-def make_variants(names: Sequence[str] = VARIANT_NAMES,
+def make_variants(names: Sequence[str] = DEFAULT_VARIANTS,
                   size_prior: float = DEFAULT_SIZE_PRIOR) -> List[Variant]:
     """Build the named variants; ``size_prior`` is the area fraction of ``full_size_prior``.
 
@@ -84,6 +89,10 @@ def make_variants(names: Sequence[str] = VARIANT_NAMES,
                                 'crop + blur, no relations'),
         'crop_only': Variant('crop_only', False, ('crop',), 0.0, None, 'crop, no relations'),
         'blur_only': Variant('blur_only', False, ('blur',), 0.0, None, 'blur, no relations'),
+        'full_crop_only': Variant('full_crop_only', True, ('crop',), 0.0, None,
+                                  'crop, relations, no size prior'),
+        'full_blur_only': Variant('full_blur_only', True, ('blur',), 0.0, None,
+                                  'blur, relations, no size prior'),
         'full_size_prior': Variant('full_size_prior', True, ('crop', 'blur'), size_prior, None,
                                    f'crop + blur, relations, size prior {size_prior:g}'),
     }
