@@ -258,11 +258,13 @@ class SpatialResolver:
     def _instances(self, pi: np.ndarray, min_count: int) -> Optional[np.ndarray]:
         """The boxes that plausibly are instances of the entity's noun, most probable first.
 
-        They are the ``k`` most probable boxes, ``k >= min_count``, cut at the largest drop
-        in log-probability between consecutive boxes (sorted by probability); when no drop
-        reaches ``instance_min_gap`` the scores are about even (every box is a cup) and every
-        box with at least ``instance_min_mass`` of the best box's probability counts. None
-        when fewer than *min_count* boxes are eligible.
+        Only boxes with at least ``instance_min_mass`` of the best box's probability are
+        eligible. Sorted by probability, the instances are the ``k`` most probable boxes,
+        ``k >= min_count``, cut at the largest drop in log-probability between consecutive
+        boxes (the drop from the last eligible box to the next one counts too); when that
+        drop is less than ``instance_min_gap`` the scores are about even (every box is a
+        cup) and every eligible box counts. None when fewer than *min_count* boxes
+        are eligible.
         """
         n = len(pi)
         top = float(np.max(pi)) if n else 0.0
@@ -274,8 +276,7 @@ class SpatialResolver:
         if eligible < min_count:
             return None
         gaps = logp[:-1] - logp[1:]  # gaps[k - 1]: drop after the k most probable boxes
-        # candidate cuts: after the min_count-th box up to after the last eligible one (the
-        # drop from the last eligible box to the first ineligible one counts too)
+        # candidate cuts: after the min_count-th box up to after the last eligible one
         cuts = [(gaps[k - 1], k) for k in range(min_count, min(eligible, n - 1) + 1)]
         best_gap, count = max(cuts, default=(0.0, eligible))
         if best_gap < self.instance_min_gap:
