@@ -177,6 +177,7 @@ class ReclipNode(Node):
                     device=self.param('device'), precision=self.param('precision'),
                     spacy_model=self.param('spacy_model'), detector=self.param('detector'),
                     blur_sigma=self.param('blur_sigma'), size_prior=self.param('size_prior'),
+                    methods=tuple(self.param('isolation_methods').split(',')),
                     batch_size=self.param('batch_size'),
                     max_expression_chars=self.param('max_expression_chars'),
                     detector_score_threshold=self.param('detector_score_threshold'),

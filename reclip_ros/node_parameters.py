@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from reclip_ros.core.grounder import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS
+from reclip_ros.core.isolation import ISOLATION_CHOICES
 from reclip_ros.core.models import PRECISIONS
 from reclip_ros.core.proposals import DEFAULT_DETECTOR
 from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
@@ -66,6 +67,10 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   on_configure=True, min_value=1, max_value=1024),
     ParameterSpec('blur_sigma', 100.0, 'Gaussian sigma of the blur isolation, pixels',
                   on_configure=True, min_value=0.0, max_value=1000.0),
+    ParameterSpec('isolation_methods', ISOLATION_CHOICES[0], "how each proposal is isolated "
+                  "for CLIP: 'crop,blur' (the paper: both logits summed), 'crop' or 'blur'; "
+                  "'crop' measured better for objects a tenth of the frame wide "
+                  '(docs/simulation.md)', on_configure=True, choices=ISOLATION_CHOICES),
     ParameterSpec('detector_score_threshold', 0.1, 'detector boxes below this score are '
                   'dropped, [0, 1]', on_configure=True, min_value=0.0, max_value=1.0),
     ParameterSpec('detector_top_k', 30, 'the most detector boxes kept per frame',

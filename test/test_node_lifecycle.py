@@ -281,6 +281,22 @@ def test_center_offset_reaches_the_grounder_and_changes_at_run_time(context, spu
     assert node.get_parameter('center_offset').value == 1.5
 
 
+@pytest.mark.parametrize('value, methods', [('crop', ('crop',)), ('blur', ('blur',)),
+                                            ('crop,blur', ('crop', 'blur'))])
+def test_isolation_methods_reach_the_region_scorer(context, spun, tiny_clip_dir, value,
+                                                   methods):
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir, isolation_methods=value)))
+    assert node.trigger_configure() == SUCCESS
+    assert tuple(node.grounder.scorer.methods) == methods
+
+
+def test_unknown_isolation_method_is_refused(context, spun, tiny_clip_dir):
+    node = spun(make_node(context, **tiny_params(tiny_clip_dir)))
+    refused = node.set_parameters([Parameter('isolation_methods', value='crop,zoom')])[0]
+    assert not refused.successful and 'isolation_methods' in refused.reason
+    assert node.get_parameter('isolation_methods').value == 'crop,blur'
+
+
 def test_relations_mode_is_a_dynamic_parameter(context, spun, tiny_clip_dir):
     node = spun(make_node(context, **tiny_params(tiny_clip_dir)))
     client = spun(client=True)

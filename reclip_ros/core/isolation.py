@@ -16,6 +16,8 @@ from reclip_ros.core.types import Box
 
 DEFAULT_BLUR_SIGMA = 100.0
 ISOLATION_METHODS = ('crop', 'blur')
+#: The isolation settings a user can choose: both (the paper), or one of them.
+ISOLATION_CHOICES = ('crop,blur', 'crop', 'blur')
 
 
 def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
