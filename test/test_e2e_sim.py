@@ -4,8 +4,8 @@ Held-out scenes (seeds below the embedded model's training range, see
 reclip_ros/sim/training.py), the embedded model ``sim``, ground-truth proposals from the
 camera's ``proposals`` topic. The bars follow the benchmark (README, seeds 100-299): at
 least 96% on attribute expressions, 93% on spatial, superlative, between, command and
-voice, 85% on ordinals; the tests allow a margin of 5 points for the sample size. Correct groundings must give a 3D point within
-3 cm of the object's true centre.
+voice, 85% on ordinals; the tests allow a margin of 5 points for the sample size. Correct
+groundings must give a 3D point within 3 cm of the object's true centre.
 """
 
 import math
