@@ -1,7 +1,7 @@
 """Referring expressions with ground truth for simulated scenes, kept only when unambiguous.
 
 :func:`generate_expressions` looks at the ground truth of a scene (kind, colour and size
-of each object, its 2D box and 3D centre) and writes expressions in six categories:
+of each object, its 2D box and 3D centre) and writes expressions in seven categories:
 
 - ``attribute``: "the red cube", "the big duck", "the small blue sphere", "the green object"
   (only for objects whose kind alone is ambiguous);
