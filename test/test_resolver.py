@@ -405,36 +405,28 @@ def _row_boxes(n, step=50):
     return [Box(i * step, 0, 10, 10) for i in range(n)]
 
 
-def test_extended_superlative_orders_only_the_instances_of_the_noun(resolver):
+@pytest.mark.parametrize('scores, kind, paper_choice, expected', [
     # "the rightmost cube": two cubes (0.35 each) left of two spheres (0.15 each). The
     # paper's soft product picks the rightmost sphere (0.15 * 0.85 > 0.35 * 0.35); the
-    # cubes are the instances (the spheres have less than half their probability), so the
-    # rightmost cube is chosen.
-    boxes = _row_boxes(4)
-    table = {'full': [0.25] * 4, 'a': [0.35, 0.35, 0.15, 0.15]}
-    root = Entity('a', 'a', superlatives=(Superlative('right', 'rightmost'),))
-    paper = resolver.resolve(ParsedExpression('full', 'full', '', True, root, mode=PAPER),
-                             boxes, tree_scores(table))
-    assert int(np.argmax(paper)) == 3
-    out = resolver.resolve(ParsedExpression('full', 'full', '', True, root), boxes,
-                           tree_scores(table))
-    # the two instances share the mass equally; only box 1 has an instance to its left
-    np.testing.assert_allclose(out, [0.0, 1.0, 0.0, 0.0])
-
-
-def test_extended_superlative_with_even_scores_takes_the_extreme_box(resolver):
+    # cubes are the instances (the spheres have less than half their probability) and
+    # share the mass equally; only box 1 has an instance to its left.
+    ([0.35, 0.35, 0.15, 0.15], 'right', 3, [0.0, 1.0, 0.0, 0.0]),
     # "the leftmost object": every box is an instance (no drop of ln 2), so the leftmost box
     # wins although its score is the lowest; the paper's product picks box 1 (0.3 * 0.55).
+    # Flat weights 1/4: box i gets (number of boxes right of it) / 4, normalised: 3:2:1:0.
+    ([0.15, 0.3, 0.28, 0.27], 'left', 1, [0.5, 1 / 3, 1 / 6, 0.0]),
+])
+def test_extended_superlative_orders_only_the_instances_of_the_noun(resolver, scores, kind,
+                                                                     paper_choice, expected):
     boxes = _row_boxes(4)
-    table = {'full': [0.25] * 4, 'a': [0.15, 0.3, 0.28, 0.27]}
-    root = Entity('a', 'a', superlatives=(Superlative('left', 'leftmost'),))
+    table = {'full': [0.25] * 4, 'a': scores}
+    root = Entity('a', 'a', superlatives=(Superlative(kind, kind + 'most'),))
     paper = resolver.resolve(ParsedExpression('full', 'full', '', True, root, mode=PAPER),
                              boxes, tree_scores(table))
-    assert int(np.argmax(paper)) == 1
+    assert int(np.argmax(paper)) == paper_choice
     out = resolver.resolve(ParsedExpression('full', 'full', '', True, root), boxes,
                            tree_scores(table))
-    # flat weights 1/4: box i gets (number of boxes right of it) / 4, normalised: 3:2:1:0
-    np.testing.assert_allclose(out, [0.5, 1 / 3, 1 / 6, 0.0])
+    np.testing.assert_allclose(out, expected)
 
 
 def test_extended_superlative_without_a_second_instance_keeps_the_scores(resolver):
