@@ -19,7 +19,7 @@ QoS and lost frames"); give the camera driver the same for full delivery.
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from reclip_ros.transport import apply_large_frame_default
+from reclip_ros.ros.transport import apply_large_frame_default
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration

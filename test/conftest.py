@@ -25,7 +25,7 @@ def _quiet_torch():
 def tiny_clip_dir(tmp_path_factory) -> str:
     """A tiny CLIPModel (32-pixel input, random weights, seed 0) saved to a directory."""
     _quiet_torch()
-    from reclip_ros.core.random_models import save_random_clip
+    from reclip_ros.tools.random_models import save_random_clip
     return str(save_random_clip(tmp_path_factory.mktemp('tiny_clip'), preset='tiny', seed=0))
 
 
@@ -33,7 +33,7 @@ def tiny_clip_dir(tmp_path_factory) -> str:
 def tiny_clip_dir_b(tmp_path_factory) -> str:
     """Another tiny CLIPModel with different random weights (seed 1), for ensembles."""
     _quiet_torch()
-    from reclip_ros.core.random_models import save_random_clip
+    from reclip_ros.tools.random_models import save_random_clip
     return str(save_random_clip(tmp_path_factory.mktemp('tiny_clip_b'), preset='tiny', seed=1))
 
 
@@ -41,7 +41,7 @@ def tiny_clip_dir_b(tmp_path_factory) -> str:
 def tiny_owlv2_dir(tmp_path_factory) -> str:
     """A tiny Owlv2ForObjectDetection (64-pixel input) with its Owlv2Processor."""
     _quiet_torch()
-    from reclip_ros.core.random_models import save_random_owlv2
+    from reclip_ros.tools.random_models import save_random_owlv2
     return str(save_random_owlv2(tmp_path_factory.mktemp('tiny_owlv2'), seed=0))
 
 
@@ -53,7 +53,7 @@ def tiny_siglip_dir(tmp_path_factory) -> str:
     else the equivalent ``tokenizers`` twin (see ``random_models.build_siglip_tokenizer``).
     """
     _quiet_torch()
-    from reclip_ros.core.random_models import save_random_siglip
+    from reclip_ros.tools.random_models import save_random_siglip
     return str(save_random_siglip(tmp_path_factory.mktemp('tiny_siglip'), seed=0))
 
 

@@ -25,7 +25,7 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header, String
 
-from reclip_ros import conversions as conv
+from reclip_ros.ros import conversions as conv
 from reclip_ros.msg import GroundingResult, Proposals
 from reclip_ros.srv import Ground
 

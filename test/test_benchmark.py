@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reclip_ros import cli
-from reclip_ros.core.benchmark import kendall_tau, random_boxes, spearman, synthetic_frame
+from reclip_ros.tools.benchmark import kendall_tau, random_boxes, spearman, synthetic_frame
 
 
 def test_rank_correlations():

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reclip_ros.cli_ground import CliInputError, read_boxes, read_depth, save_path
+from reclip_ros.cli.ground import CliInputError, read_boxes, read_depth, save_path
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / '.venv' / 'bin' / 'python'

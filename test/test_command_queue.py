@@ -5,12 +5,12 @@ import threading
 import numpy as np
 import pytest
 
-from reclip_ros.command_queue import (SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue,
+from reclip_ros.runtime.jobs import (SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue,
                                       GroundingJob, JobOutcome)
 from reclip_ros.core.types import Box, GroundingResult, Status, Timings
-from reclip_ros.frame_buffer import Frame, LatestSlot, StampedHistory
-from reclip_ros.grounding_worker import GroundingWorker, LatencyStats, WorkerSettings
-from reclip_ros.node_parameters import PARAMETERS, validate
+from reclip_ros.runtime.frame_buffer import Frame, LatestSlot, StampedHistory
+from reclip_ros.runtime.worker import GroundingWorker, LatencyStats, WorkerSettings
+from reclip_ros.runtime.parameters import PARAMETERS, validate
 
 NOW = 1_000 * 10**9
 

@@ -8,7 +8,7 @@ import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from reclip_ros import conversions as conv
+from reclip_ros.ros import conversions as conv
 from reclip_ros.core.types import Box, Candidate, GroundingResult, Status, Timings
 from reclip_ros.msg import GroundingResult as GroundingResultMsg
 from reclip_ros.msg import Proposals

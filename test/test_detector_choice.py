@@ -6,7 +6,7 @@ from reclip_ros.core.grounder import Grounder, GrounderConfig
 from reclip_ros.core.proposals import (CPU_DETECTOR, DEFAULT_DETECTOR, GPU_DETECTOR,
                                        DetectorProposals, resolve_detector)
 from reclip_ros.core.types import ModelLoadError
-from reclip_ros.node_parameters import PARAMETERS
+from reclip_ros.runtime.parameters import PARAMETERS
 
 
 def test_auto_picks_by_device_and_ids_stay_selectable():

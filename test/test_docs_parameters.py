@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from reclip_ros.node_parameters import PARAMETERS, SPECS
+from reclip_ros.runtime.parameters import PARAMETERS, SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = re.compile(r'^\| `(?P<name>[a-z_]+)` \| (?P<type>[^|]+) \| (?P<default>[^|]+) \|')

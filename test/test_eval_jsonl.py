@@ -118,7 +118,7 @@ def _argv(dataset, *extra):
 
 
 def test_cli_jsonl_with_injected_grounder(dataset, monkeypatch):
-    from reclip_ros import cli_eval
+    from reclip_ros.cli import eval as cli_eval
     grounder = LargestBoxGrounder()
     monkeypatch.setattr(cli_eval, '_grounder_factory', lambda args, models: lambda: grounder)
     assert cli.main(_argv(dataset, '--variants', 'full', 'blur_only')) == 0
@@ -145,7 +145,7 @@ def test_cli_jsonl_with_injected_grounder(dataset, monkeypatch):
 
 
 def test_end_to_end_with_real_grounder(dataset, tiny_clip_dir):
-    for name in ('reclip_ros.core.parsing', 'reclip_ros.core.resolver',
+    for name in ('reclip_ros.core.language.parsing', 'reclip_ros.core.resolver',
                  'reclip_ros.core.region_scorer'):
         pytest.importorskip(name)
     from reclip_ros.core.grounder import Grounder, GrounderConfig
@@ -225,7 +225,7 @@ def test_convert_reclip_authors_jsonl(tmp_path):
 
 
 def test_missing_model_stops_with_a_clear_error(dataset, capsys):
-    for name in ('reclip_ros.core.parsing', 'reclip_ros.core.resolver',
+    for name in ('reclip_ros.core.language.parsing', 'reclip_ros.core.resolver',
                  'reclip_ros.core.region_scorer'):
         pytest.importorskip(name)
     missing = str(dataset['tmp'] / 'no_such_model')

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from reclip_ros import cli, cli_eval
+from reclip_ros import cli
+from reclip_ros.cli import eval as cli_eval
 from reclip_ros.core.types import Box, GroundingResult, Status
 from reclip_ros.evaluation.engine import BAD_BOX, MISSING_ANNOTATION, MISSING_IMAGE, EvalDataError
 from reclip_ros.evaluation.refcoco import (
@@ -269,7 +270,7 @@ def test_sim_subcommand_delegates_or_explains(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------------------ end to end
 
 def _real_grounder_available():
-    for name in ('reclip_ros.core.parsing', 'reclip_ros.core.resolver',
+    for name in ('reclip_ros.core.language.parsing', 'reclip_ros.core.resolver',
                  'reclip_ros.core.region_scorer'):
         pytest.importorskip(name)
 

@@ -9,12 +9,12 @@ import threading
 import numpy as np
 import pytest
 
-from reclip_ros.command_queue import SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue, GroundingJob
+from reclip_ros.runtime.jobs import SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue, GroundingJob
 from reclip_ros.core.geometry import CameraIntrinsics
 from reclip_ros.core.types import Box, Status
-from reclip_ros.frame_buffer import Frame, FrameHistory, StampedHistory
-from reclip_ros.frame_sync import SyncSettings, choose_frame, missing_depth_note
-from reclip_ros.grounding_worker import GroundingWorker, WorkerSettings
+from reclip_ros.runtime.frame_buffer import Frame, FrameHistory, StampedHistory
+from reclip_ros.runtime.frame_sync import SyncSettings, choose_frame, missing_depth_note
+from reclip_ros.runtime.worker import GroundingWorker, WorkerSettings
 
 NOW = 1_000 * 10**9
 PERIOD = 200 * 10**6  # 5 Hz camera

@@ -179,7 +179,7 @@ def _subscribed_topics(path: Path) -> set:
 
 def test_remapped_names_are_the_nodes_subscriptions():
     if not NODE.exists():
-        pytest.fail('reclip_ros/node.py is missing')
+        pytest.fail('reclip_ros/ros/node.py is missing')
     subscribed = _subscribed_topics(NODE)
     remaps = dict(module_constants(LAUNCH)['RECLIP_REMAPPINGS'])
     missing = set(remaps) - subscribed

@@ -13,7 +13,7 @@ import pytest
 from reclip_ros.core.geometry import CameraIntrinsics
 from reclip_ros.core.grounder import (Grounder, GrounderConfig, GroundingOptions,
                                       softmax_with_size_prior)
-from reclip_ros.core.parsing import ExpressionParser
+from reclip_ros.core.language.parsing import ExpressionParser
 from reclip_ros.core.types import Box, Status
 
 COLOURS = {'red': (220, 30, 30), 'green': (30, 200, 30), 'blue': (30, 30, 220)}

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from reclip_ros.heap import HeapTrimmer
+from reclip_ros.runtime.heap import HeapTrimmer
 
 GLIBC = sys.platform.startswith('linux') and hasattr(ctypes.CDLL(None), 'malloc_trim')
 
@@ -36,7 +36,7 @@ def test_trim_returns_pages_freed_inside_the_heap():
     """
     code = textwrap.dedent('''
         import ctypes
-        from reclip_ros.heap import trim
+        from reclip_ros.runtime.heap import trim
         libc = ctypes.CDLL(None)
         libc.malloc.restype = ctypes.c_void_p
         libc.malloc.argtypes = [ctypes.c_size_t]

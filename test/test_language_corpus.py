@@ -23,7 +23,7 @@ import pytest
 from language_corpus import CORPUS
 
 from reclip_ros.core.grounder import softmax_with_size_prior
-from reclip_ros.core.parsing import ExpressionParser
+from reclip_ros.core.language.parsing import ExpressionParser
 from reclip_ros.core.resolver import SpatialResolver
 from reclip_ros.core.types import Box
 

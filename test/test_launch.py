@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from node_helpers import REPO, domain_id, wait_until
-from reclip_ros.node_parameters import PARAMETERS, SPECS, validate
+from reclip_ros.runtime.parameters import PARAMETERS, SPECS, validate
 
 LAUNCH_FILE = REPO / 'launch' / 'reclip.launch.py'
 CONFIG_FILE = REPO / 'config' / 'reclip.yaml'

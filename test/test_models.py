@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from reclip_ros.core import models as models_mod
-from reclip_ros.core import random_models
+from reclip_ros.tools import random_models
 from reclip_ros.core.models import (ClipModel, load_models, resolve_device,
                                     resolve_model_path, resolve_precision)
-from reclip_ros.core.random_models import build_clip_tokenizer, save_random_clip
+from reclip_ros.tools.random_models import build_clip_tokenizer, save_random_clip
 from reclip_ros.core.types import Box, DeviceError, ModelLoadError
 
 

@@ -10,7 +10,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import String
 
 from node_helpers import rss_kb, running_node, scene, scene_boxes, wait_until
-from reclip_ros import conversions as conv
+from reclip_ros.ros import conversions as conv
 from reclip_ros.msg import GroundingResult
 from reclip_ros.srv import Ground
 

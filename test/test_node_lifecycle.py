@@ -14,9 +14,9 @@ from std_msgs.msg import String
 
 from node_helpers import (RELIABLE_IMAGE, TestClient, domain_id, init_context, rss_kb, scene,
                           scene_boxes, wait_until)
-from reclip_ros import conversions as conv
+from reclip_ros.ros import conversions as conv
 from reclip_ros.msg import GroundingResult
-from reclip_ros.node import ReclipNode
+from reclip_ros.ros.node import ReclipNode
 from reclip_ros.srv import Ground
 
 SUCCESS = TransitionCallbackReturn.SUCCESS

@@ -11,7 +11,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
 from node_helpers import RELIABLE_IMAGE, rss_kb, running_node, scene, wait_until
-from reclip_ros import conversions as conv
+from reclip_ros.ros import conversions as conv
 from reclip_ros.msg import GroundingResult, Proposals
 
 GB_KB = 1024 * 1024

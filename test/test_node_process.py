@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from node_helpers import (RELIABLE, running_node, scene,
                           scene_boxes, wait_until)
-from reclip_ros import conversions as conv
+from reclip_ros.ros import conversions as conv
 from reclip_ros.msg import GroundingResult
 from reclip_ros.srv import Ground
 

@@ -25,7 +25,7 @@ from sensor_msgs.msg import RegionOfInterest
 from node_helpers import (NodeProcess, TestClient, domain_id, init_context, rss_kb, scene,
                           scene_boxes, wait_until)
 from reclip_ros.msg import GroundingResult
-from reclip_ros.node import ReclipNode
+from reclip_ros.ros.node import ReclipNode
 from reclip_ros.srv import Ground
 
 SUCCESS = TransitionCallbackReturn.SUCCESS

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from reclip_ros.core.parsing import (
+from reclip_ros.core.language.parsing import (
     PHRASE_KEYWORDS,
     RELATION_KEYWORDS,
     SUPERLATIVE_KEYWORDS,

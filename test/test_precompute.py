@@ -5,11 +5,11 @@ import threading
 import numpy as np
 import pytest
 
-from reclip_ros.command_queue import SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue, GroundingJob
+from reclip_ros.runtime.jobs import SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue, GroundingJob
 from reclip_ros.core.grounder import Grounder, GrounderConfig
 from reclip_ros.core.types import Box, Status
-from reclip_ros.frame_buffer import Frame
-from reclip_ros.grounding_worker import GroundingWorker, WorkerSettings
+from reclip_ros.runtime.frame_buffer import Frame
+from reclip_ros.runtime.worker import GroundingWorker, WorkerSettings
 
 NOW = 1_000 * 10**9
 BOXES = [Box(2, 2, 20, 20), Box(30, 10, 20, 30), Box(10, 25, 30, 20), Box(40, 30, 20, 15)]

@@ -266,7 +266,7 @@ def grid_owlvit_dir(tmp_path_factory):
     """A tiny OWL-ViT v1 with a zeroed box head (each patch predicts its grid cell)."""
     from transformers import OwlViTConfig, OwlViTForObjectDetection
 
-    from reclip_ros.core.random_models import build_clip_tokenizer
+    from reclip_ros.tools.random_models import build_clip_tokenizer
     out = tmp_path_factory.mktemp('tiny_owlvit')
     tokenizer = build_clip_tokenizer(out)
     tokenizer.model_max_length = 16

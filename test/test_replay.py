@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip('pybullet')
 pytest.importorskip('rosbags')
 
-from reclip_ros import replay  # noqa: E402
+from reclip_ros.tools import replay  # noqa: E402
 from reclip_ros.evaluation.variants import is_correct  # noqa: E402
 
 SEEDS = (100, 101, 102)

@@ -8,8 +8,8 @@ Expressions are parsed by the real spaCy model.
 import numpy as np
 import pytest
 
-from reclip_ros.core.parsing import Entity, ExpressionParser, ParsedExpression, Relation
-from reclip_ros.core.parsing import Ordinal, Superlative
+from reclip_ros.core.language.parsing import Entity, ExpressionParser, ParsedExpression, Relation
+from reclip_ros.core.language.parsing import Ordinal, Superlative
 from reclip_ros.core.relation_kinds import EXTENDED, PAPER, box_relation, relation_words
 from reclip_ros.core.relations import between_tensor, relation_matrix
 from reclip_ros.core.resolver import SpatialResolver, normalise

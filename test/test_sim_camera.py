@@ -18,7 +18,7 @@ from rclpy.qos import ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
-from reclip_ros.conversions import camera_info_to_intrinsics, image_to_array
+from reclip_ros.ros.conversions import camera_info_to_intrinsics, image_to_array
 from reclip_ros.msg import Proposals
 from reclip_ros.sim.camera_node import DEFAULT_FRAME_ID, SimCameraNode, _latched_qos
 from reclip_ros.sim.world import COLOURS, SIZES, TabletopScene, kind_names

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from node_helpers import REPO, domain_id
-from reclip_ros.soak import rss_slope_mb_per_min
+from reclip_ros.tools.soak import rss_slope_mb_per_min
 
 
 def test_rss_slope_is_the_least_squares_line_after_the_warm_up():

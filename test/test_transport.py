@@ -1,6 +1,7 @@
 """The node's default DDS transport for large frames (chosen before ROS starts)."""
 
-from reclip_ros.transport import LARGE_DATA_ENV, apply_large_frame_default, large_frames_profile
+from reclip_ros.ros.transport import (LARGE_DATA_ENV, apply_large_frame_default,
+                                      large_frames_profile)
 
 
 def test_the_shipped_profile_is_loaded_unless_the_user_chose_a_transport():

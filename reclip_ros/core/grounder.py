@@ -214,7 +214,7 @@ class Grounder:
     Args:
         scorer: a :class:`reclip_ros.core.region_scorer.RegionScorer` (or anything with its
             ``encode_frame`` / ``logits`` / ``text_encoding_ms_total`` interface).
-        parser: an :class:`reclip_ros.core.parsing.ExpressionParser`.
+        parser: an :class:`reclip_ros.core.language.parsing.ExpressionParser`.
         resolver: a :class:`reclip_ros.core.resolver.SpatialResolver` (default: a new one).
         proposals: a proposal source used when ``ground`` gets no boxes (None: boxes required).
         size_prior: default size prior (fraction of the image area).
@@ -256,7 +256,7 @@ class Grounder:
             DeviceError: the requested device is not available.
         """
         from reclip_ros.core.models import ClipModel
-        from reclip_ros.core.parsing import ExpressionParser
+        from reclip_ros.core.language.parsing import ExpressionParser
         from reclip_ros.core.region_scorer import RegionScorer
 
         if not config.models:

@@ -36,7 +36,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from reclip_ros.core.expression_tree import Entity, Ordinal, ParsedExpression, Superlative
+from reclip_ros.core.language.expression_tree import Entity, Ordinal, ParsedExpression, Superlative
 from reclip_ros.core.relation_kinds import PAPER, box_relation
 from reclip_ros.core.relations import (
     BoxesLike,

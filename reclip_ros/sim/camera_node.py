@@ -41,7 +41,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 
-from reclip_ros.conversions import array_to_image, box_to_roi
+from reclip_ros.ros.conversions import array_to_image, box_to_roi
 from reclip_ros.msg import Proposals
 
 DEFAULT_FRAME_ID = 'sim_camera_optical_frame'

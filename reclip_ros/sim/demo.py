@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from reclip_ros.core.types import Box, Status
-from reclip_ros.transport import large_frames_profile
+from reclip_ros.ros.transport import large_frames_profile
 from reclip_ros.evaluation.variants import best_iou, is_correct
 
 # GroundingResult status codes that mean "not ready yet, ask again".

@@ -25,7 +25,7 @@ every other object that matches the head description must clearly fail the relat
 Relational categories are only written when the head description alone ("the cube") is
 ambiguous, so that the relation is needed to find the object.
 
-Relations are phrased with keywords the parser (:mod:`reclip_ros.core.parsing`) resolves
+Relations are phrased with keywords the parser (:mod:`reclip_ros.core.language.parsing`) resolves
 by rule: left, right, leftmost, rightmost, behind, in front of, closest, furthest,
 biggest, smallest, between, next to, and ordinals with "from the left/right".
 """

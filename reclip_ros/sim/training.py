@@ -408,7 +408,7 @@ def train(out_dir: str, cfg: TrainConfig, spec: Optional[ModelSpec] = None,
     import torch
     import torch.nn.functional as F
 
-    from reclip_ros.core.random_models import build_clip_tokenizer
+    from reclip_ros.tools.random_models import build_clip_tokenizer
 
     spec = spec or ModelSpec()
     torch.set_num_threads(cfg.threads)

@@ -1,8 +1,8 @@
 """The ``reclip`` lifecycle node: camera + text commands in, grounded boxes out.
 
-An adapter only: messages are converted in :mod:`reclip_ros.conversions`, jobs are queued
-in :mod:`reclip_ros.command_queue` and grounded on the worker thread of
-:mod:`reclip_ros.grounding_worker`, which calls :class:`reclip_ros.core.grounder.Grounder`.
+An adapter only: messages are converted in :mod:`reclip_ros.ros.conversions`, jobs are queued
+in :mod:`reclip_ros.runtime.jobs` and grounded on the worker thread of
+:mod:`reclip_ros.runtime.worker`, which calls :class:`reclip_ros.core.grounder.Grounder`.
 Run it with ``reclip node [--ros-args ...]`` or ``ros2 run reclip_ros reclip_node``.
 """
 
@@ -27,16 +27,16 @@ from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from reclip_ros import conversions as conv
-from reclip_ros.command_queue import (SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue,
+from reclip_ros.ros import conversions as conv
+from reclip_ros.runtime.jobs import (SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue,
                                       GroundingJob, JobOutcome)
 from reclip_ros.core.types import GroundingResult, Status
-from reclip_ros.frame_buffer import Frame
-from reclip_ros.grounding_worker import (DEPTH_HISTORY, FRAME_STATUSES, GroundingWorker,
+from reclip_ros.runtime.frame_buffer import Frame
+from reclip_ros.runtime.worker import (DEPTH_HISTORY, FRAME_STATUSES, GroundingWorker,
                                         WorkerSettings)
 from reclip_ros.msg import GroundingResult as GroundingResultMsg
 from reclip_ros.msg import Proposals
-from reclip_ros.node_parameters import PARAMETERS, SPECS, validate, validate_all
+from reclip_ros.runtime.parameters import PARAMETERS, SPECS, validate, validate_all
 from reclip_ros.srv import Ground
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
@@ -520,7 +520,7 @@ def main(argv: Optional[Sequence[str]] = None, fast_exit: bool = True) -> int:
     """
     from rclpy.signals import SignalHandlerOptions
 
-    from reclip_ros.transport import apply_large_frame_default
+    from reclip_ros.ros.transport import apply_large_frame_default
     transport = apply_large_frame_default()  # before the DDS participant exists
     args = ['reclip_node'] + list(sys.argv[1:] if argv is None else argv)
     try:

@@ -5,7 +5,7 @@ Example (no network needed, real ViT-B/32 compute with random weights)::
     reclip bench --random-init vit-b-32 --proposals 10 20 40 --threads 2
 
 ``reclip bench node [--precompute] [--detector ID] [--json]`` measures the running node
-from a client's side instead (:mod:`reclip_ros.node_bench`).
+from a client's side instead (:mod:`reclip_ros.tools.node_bench`).
 
 Exit codes: 0 done; 2 bad arguments, missing model or unavailable device.
 """
@@ -17,7 +17,7 @@ import json
 import sys
 
 from reclip_ros.core.models import PRECISIONS
-from reclip_ros.core.random_models import CLIP_PRESETS
+from reclip_ros.tools.random_models import CLIP_PRESETS
 
 DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
 
@@ -66,7 +66,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print a table (or JSON)."""
-    from reclip_ros.core.benchmark import BenchConfig, format_table, run_benchmark
+    from reclip_ros.tools.benchmark import BenchConfig, format_table, run_benchmark
     from reclip_ros.core.types import ReclipError
 
     if args.repeats < 1 or args.batch_size < 1 or min(args.proposals) < 1:

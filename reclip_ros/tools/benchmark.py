@@ -170,7 +170,7 @@ def _load_average() -> Optional[float]:
 def prepare_models(config: BenchConfig, log: Callable[[str], None]) -> Tuple[list, str]:
     """Load the models (saving random-weight ones first when asked); return (models, names)."""
     from reclip_ros.core.models import ClipModel
-    from reclip_ros.core.random_models import save_random_clip
+    from reclip_ros.tools.random_models import save_random_clip
 
     names = list(config.models)
     if config.random_init:
@@ -189,7 +189,7 @@ def _make_grounder(scorer, log: Callable[[str], None]):
     """A Grounder around *scorer*, or (None, why) when its parts cannot be built."""
     try:
         from reclip_ros.core.grounder import Grounder
-        from reclip_ros.core.parsing import ExpressionParser
+        from reclip_ros.core.language.parsing import ExpressionParser
         return Grounder(scorer, ExpressionParser()), ''
     except Exception as exc:  # noqa: BLE001 - missing spaCy model or module: emulate
         log(f'grounder unavailable ({type(exc).__name__}: {exc}); emulating its scorer calls')
@@ -400,7 +400,7 @@ def run_benchmark(config: BenchConfig,
 
 def random_detector_dirs(config: BenchConfig, log: Callable[[str], None]) -> List[str]:
     """Random-weight copies of each default detector architecture, saved under random_dir."""
-    from reclip_ros.core.random_models import OWL_PRESETS, save_random_owl
+    from reclip_ros.tools.random_models import OWL_PRESETS, save_random_owl
 
     base = Path(config.random_dir or tempfile.mkdtemp(prefix='reclip_bench_'))
     out = []

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
-from reclip_ros.core.expression_tree import (  # noqa: F401 - re-exported
+from reclip_ros.core.language.expression_tree import (  # noqa: F401 - re-exported
     Entity, Ordinal, ParsedExpression, Relation, Superlative)
 from reclip_ros.core.relation_kinds import (DEFAULT_RELATION_MODE, EXTENDED,  # noqa: F401
                                             EXTENDED_NULL_WORDS, ORDINAL_WORDS, PAPER,
@@ -635,7 +635,8 @@ class ExpressionParser:
     def parse(self, expression: str, relations: str = DEFAULT_RELATION_MODE) -> ParsedExpression:
         """Parse *expression* into a :class:`ParsedExpression` in the relation mode *relations*.
 
-        ``paper`` follows the public ReCLIP code (:mod:`reclip_ros.core.paper_extraction`);
+        ``paper`` follows the public ReCLIP code
+        (:mod:`reclip_ros.core.language.paper_extraction`);
         ``extended`` adds this project's semantics (see the module docstring).
 
         Raises:
@@ -657,7 +658,7 @@ class ExpressionParser:
 
     def _parse(self, cleaned: str, relations: str) -> ParsedExpression:
         if relations == PAPER:
-            from reclip_ros.core.paper_extraction import parse_paper
+            from reclip_ros.core.language.paper_extraction import parse_paper
             return parse_paper(self.nlp, cleaned)
         spoken = ' '.join(_REPEATED_WORD.sub(r'\1', _FILLERS.sub(' ', cleaned)).split())
         spoken = _drop_like_fillers(spoken)

@@ -44,7 +44,7 @@ STATUS_NAMES = {0: 'OK', 1: 'NO_IMAGE', 2: 'NO_PROPOSALS', 3: 'INVALID_COMMAND',
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``reclip bench node`` arguments."""
-    from reclip_ros.soak import add_camera_arguments
+    from reclip_ros.tools.soak import add_camera_arguments
     add_camera_arguments(parser, camera_rate=5.0, domains='10-19')
     from reclip_ros.core.models import PRECISIONS
     parser.add_argument('--precision', default='auto', choices=PRECISIONS,
@@ -70,13 +70,13 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _percentiles(values: List[float]) -> Dict[str, Optional[float]]:
-    from reclip_ros.soak import _percentiles as percentiles
+    from reclip_ros.tools.soak import _percentiles as percentiles
     return percentiles(values)
 
 
 def run(args: argparse.Namespace) -> int:
     """Start the node, time the commands, print the report."""
-    from reclip_ros.soak import NodeClient, start_node, wait_until_answering
+    from reclip_ros.tools.soak import NodeClient, start_node, wait_until_answering
 
     if args.commands < 1 or args.camera_rate <= 0 or args.interval < 0 or args.boxes < 1:
         print('error: --commands and --boxes must be >= 1, --camera-rate > 0, --interval >= 0',
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     temporary = ''
     detector = args.detector
     if args.random_detector:
-        from reclip_ros.core.random_models import OWL_PRESETS, save_random_owl
+        from reclip_ros.tools.random_models import OWL_PRESETS, save_random_owl
         if args.random_detector not in OWL_PRESETS:
             print(f'error: --random-detector must be one of {OWL_PRESETS}', file=sys.stderr)
             return 2

@@ -1,6 +1,6 @@
 """The entity tree of a parsed referring expression (plain, frozen data).
 
-:class:`reclip_ros.core.parsing.ExpressionParser` builds it, in either relation mode;
+:class:`reclip_ros.core.language.parsing.ExpressionParser` builds it, in either relation mode;
 :mod:`reclip_ros.core.resolver` executes it over boxes.
 """
 

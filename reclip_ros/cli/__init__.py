@@ -14,18 +14,21 @@ from typing import List, Optional, Sequence
 
 # sub-command -> module providing ``register(parser)`` and ``run(args) -> int``.
 SUBCOMMANDS = {
-    'ground': ('reclip_ros.cli_ground', 'ground expressions in image files'),
-    'bench': ('reclip_ros.cli_bench', 'measure per-stage latency of the core'),
-    'eval': ('reclip_ros.cli_eval', 'evaluate accuracy (sim, refcoco, jsonl)'),
+    'ground': ('reclip_ros.cli.ground', 'ground expressions in image files'),
+    'bench': ('reclip_ros.cli.bench', 'measure per-stage latency of the core'),
+    'eval': ('reclip_ros.cli.eval', 'evaluate accuracy (sim, refcoco, jsonl)'),
     'demo': ('reclip_ros.sim.demo', 'simulated camera + node + scripted commands'),
     'sim': ('reclip_ros.sim.camera_node', 'run the simulated RGB-D camera node'),
-    'replay': ('reclip_ros.replay', 'ground commands on a rosbag2 recording (mcap/sqlite3)'),
-    'delivery': ('reclip_ros.frame_delivery', 'measure camera-frame delivery per DDS transport'),
-    'soak': ('reclip_ros.soak', 'drive the node for a long run; report memory, answers, latency'),
+    'replay': ('reclip_ros.tools.replay',
+               'ground commands on a rosbag2 recording (mcap/sqlite3)'),
+    'delivery': ('reclip_ros.tools.frame_delivery',
+                 'measure camera-frame delivery per DDS transport'),
+    'soak': ('reclip_ros.tools.soak',
+             'drive the node for a long run; report memory, answers, latency'),
 }
 # sub-commands that take ROS arguments (--ros-args ...) and parse them themselves.
 PASSTHROUGH = {
-    'node': 'reclip_ros.node',
+    'node': 'reclip_ros.ros.node',
     'sim': 'reclip_ros.sim.camera_node',
 }
 # installed executable name -> argv prefix
@@ -60,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         module = importlib.import_module(PASSTHROUGH[args_list[0]])
         return int(module.main(args_list[1:]) or 0)
     if args_list[:2] in (['bench', 'node'],):
-        from reclip_ros import node_bench
+        from reclip_ros.tools import node_bench
         node_parser = argparse.ArgumentParser(
             prog='reclip bench node',
             description='command-to-result latency of the running node, from a client')

@@ -16,12 +16,12 @@ from typing import Any, Callable, Deque, Dict, Optional
 
 import numpy as np
 
-from reclip_ros.command_queue import (SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue,
+from reclip_ros.runtime.jobs import (SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue,
                                       GroundingJob, JobOutcome)
 from reclip_ros.core.types import GroundingResult, Status
-from reclip_ros.frame_buffer import Frame, FrameHistory, LatestSlot, StampedHistory
-from reclip_ros.frame_sync import SyncSettings, choose_frame, missing_depth_note
-from reclip_ros.heap import HeapTrimmer
+from reclip_ros.runtime.frame_buffer import Frame, FrameHistory, LatestSlot, StampedHistory
+from reclip_ros.runtime.frame_sync import SyncSettings, choose_frame, missing_depth_note
+from reclip_ros.runtime.heap import HeapTrimmer
 
 #: Statuses of results about a frame: they carry that frame's header. Every other status
 #: (NO_IMAGE, INVALID_COMMAND, DROPPED, ERROR) used no image: its header has the command's
@@ -66,7 +66,7 @@ class WorkerSettings:
     precompute_rate: float = 2.0
 
     def sync(self) -> SyncSettings:
-        """The tolerances of the frame choice (:mod:`reclip_ros.frame_sync`)."""
+        """The tolerances of the frame choice (:mod:`reclip_ros.runtime.frame_sync`)."""
         return SyncSettings(depth_max_skew=self.depth_max_skew,
                             proposals_max_skew=self.proposals_max_skew,
                             sync_wait=self.sync_wait, max_image_age=self.max_image_age)

@@ -444,7 +444,7 @@ def diagnostic_status(name: str, hardware_id: str, level: int, message: str,
 
 
 def parameter_descriptor(spec) -> ParameterDescriptor:
-    """The ``ParameterDescriptor`` of a :class:`reclip_ros.node_parameters.ParameterSpec`."""
+    """The ``ParameterDescriptor`` of a :class:`reclip_ros.runtime.parameters.ParameterSpec`."""
     description = spec.description
     if spec.on_configure:
         description += ' (applied on configure; change it while unconfigured)'

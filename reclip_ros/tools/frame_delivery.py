@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Dict
 
-from reclip_ros.transport import LARGE_DATA_ENV, transport_env
+from reclip_ros.ros.transport import LARGE_DATA_ENV, transport_env
 
 TRANSPORTS = ('default', 'large_data', 'profile')
 
@@ -77,7 +77,7 @@ def _measure(transport: str, sides: str, args: argparse.Namespace) -> Dict[str, 
     receiver = subprocess.Popen([sys.executable, '-c', _RECEIVER], env=receiver_env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     camera = subprocess.Popen(
-        [sys.executable, '-c', 'from reclip_ros.frame_delivery import _camera; _camera()',
+        [sys.executable, '-c', 'from reclip_ros.tools.frame_delivery import _camera; _camera()',
          str(args.frames), str(args.rate), str(args.width), str(args.height)],
         env=camera_env, stdout=subprocess.PIPE, text=True)
     try:
@@ -103,7 +103,7 @@ def _camera() -> None:
     from rclpy.qos import QoSProfile, qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from reclip_ros import conversions as conv
+    from reclip_ros.ros import conversions as conv
     frames, rate, width, height = (int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]),
                                    int(sys.argv[4]))
     rclpy.init()

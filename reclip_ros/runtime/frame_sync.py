@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from reclip_ros.frame_buffer import Frame, StampedHistory
+from reclip_ros.runtime.frame_buffer import Frame, StampedHistory
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ and written here from that description:
   entity is not executed;
 - the entity's text is otherwise its noun chunk's text.
 
-The result is the same :class:`~reclip_ros.core.expression_tree.Entity` tree the extended
+The result is the same :class:`~reclip_ros.core.language.expression_tree.Entity` tree the extended
 parser builds, with relation and superlative kinds named by registry rows, so the one
 resolver executes both modes.
 """
@@ -32,7 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
-from reclip_ros.core.expression_tree import Entity, ParsedExpression, Relation, Superlative
+from reclip_ros.core.language.expression_tree import (Entity, ParsedExpression, Relation,
+                                                      Superlative)
 from reclip_ros.core.relation_kinds import (PAPER, PAPER_NULL_WORDS, first_kind,
                                             relation_words, superlative_words)
 

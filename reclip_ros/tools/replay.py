@@ -2,7 +2,7 @@
 
 The bag is read with the pure-Python ``rosbags`` library. Its colour images (raw or
 compressed), depth, camera_info and proposals are fed, in recording order and with their
-original stamps, to the node's own worker (:class:`reclip_ros.grounding_worker.
+original stamps, to the node's own worker (:class:`reclip_ros.runtime.worker.
 GroundingWorker`): the same frame choice, depth and proposal matching, limits and statuses as
 the live node. Commands come from a file (``--commands``: one per line, ``<seconds from the
 start of the bag> <text>``) or from a ``std_msgs/String`` topic of the bag
@@ -122,8 +122,8 @@ class Replay:
     """Feeds a bag's messages to a GroundingWorker and grounds commands at their times."""
 
     def __init__(self, grounder: Any, args: argparse.Namespace):
-        from reclip_ros.command_queue import CommandQueue
-        from reclip_ros.grounding_worker import GroundingWorker, WorkerSettings
+        from reclip_ros.runtime.jobs import CommandQueue
+        from reclip_ros.runtime.worker import GroundingWorker, WorkerSettings
         self.args = args
         self.now_ns = 0
         self.outcomes: List[Tuple[Any, Any]] = []
@@ -139,8 +139,8 @@ class Replay:
         """Hand one bag message to the worker, as the node's callbacks do."""
         import functools
 
-        from reclip_ros import conversions as conv
-        from reclip_ros.frame_buffer import Frame
+        from reclip_ros.ros import conversions as conv
+        from reclip_ros.runtime.frame_buffer import Frame
         stamp = conv.stamp_to_ns(msg.header.stamp) if hasattr(msg, 'header') else log_ns
         limit = self.args.max_image_pixels
         if kind in ('image', 'compressed'):
@@ -161,7 +161,7 @@ class Replay:
 
     def ground(self, command: _Command):
         """Ground *command* now (its time); return (job, outcome)."""
-        from reclip_ros.command_queue import SOURCE_TOPIC, GroundingJob
+        from reclip_ros.runtime.jobs import SOURCE_TOPIC, GroundingJob
         self.now_ns = command.time_ns
         job = GroundingJob(command.text, SOURCE_TOPIC, command.time_ns)
         self.worker.handle(job)
@@ -169,14 +169,14 @@ class Replay:
 
 
 def _compressed_to_rgb(msg, max_pixels=None):
-    from reclip_ros import conversions as conv
+    from reclip_ros.ros import conversions as conv
     return conv.compressed_to_rgb(msg, max_pixels=max_pixels)
 
 
 def result_record(job, outcome) -> dict:
     """One line of results.jsonl (the node's header rule: frame header for frame statuses)."""
-    from reclip_ros import conversions as conv
-    from reclip_ros.grounding_worker import FRAME_STATUSES
+    from reclip_ros.ros import conversions as conv
+    from reclip_ros.runtime.worker import FRAME_STATUSES
     record = outcome.result.to_json_dict()
     frame = outcome.frame if outcome.result.status in FRAME_STATUSES else None
     if frame is not None:
@@ -323,10 +323,10 @@ def write_output_bag(path: str, storage: str, answers, store) -> None:
     """Write results, points and annotated images, each at its command's time."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from reclip_ros import conversions as conv
+    from reclip_ros.ros import conversions as conv
     from reclip_ros.core.drawing import draw_result
     from reclip_ros.core.types import Status
-    from reclip_ros.grounding_worker import FRAME_STATUSES
+    from reclip_ros.runtime.worker import FRAME_STATUSES
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     with Writer(Path(path), version=9, storage_plugin=plugin) as writer:
         result_conn = writer.add_connection(RESULT_TOPIC, 'reclip_ros/msg/GroundingResult',
@@ -363,7 +363,7 @@ def _header(source, t_ns: int):
     """A std_msgs Header (rclpy type) copied from a rosbags header, or stamped *t_ns*."""
     from std_msgs.msg import Header
 
-    from reclip_ros import conversions as conv
+    from reclip_ros.ros import conversions as conv
     if source is None:
         return Header(stamp=conv.ns_to_stamp(t_ns))
     return Header(stamp=conv.ns_to_stamp(conv.stamp_to_ns(source.stamp)),
@@ -371,7 +371,7 @@ def _header(source, t_ns: int):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point for ``python -m reclip_ros.replay``."""
+    """Entry point for ``python -m reclip_ros.tools.replay``."""
     parser = argparse.ArgumentParser(prog='reclip replay', description=__doc__.splitlines()[0])
     register(parser)
     return run(parser.parse_args(argv))

@@ -143,7 +143,7 @@ class NodeClient:
         from sensor_msgs.msg import Image, RegionOfInterest
         from std_msgs.msg import Header, String
 
-        from reclip_ros import conversions as conv
+        from reclip_ros.ros import conversions as conv
         from reclip_ros.msg import GroundingResult, Proposals
 
         self._rclpy, self._conv = rclpy, conv
@@ -242,7 +242,7 @@ def start_node(params: List[str], domain: int, log) -> subprocess.Popen:
     *params* are extra ``name:=value`` parameters. This process joins the same domain
     (and the same large-frame transport profile) so its client can talk to the node.
     """
-    from reclip_ros.transport import large_frames_profile
+    from reclip_ros.ros.transport import large_frames_profile
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1')
     profile = large_frames_profile()
     if profile is not None and not (env.get('FASTDDS_DEFAULT_PROFILES_FILE')
