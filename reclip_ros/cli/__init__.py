@@ -28,7 +28,7 @@ SUBCOMMANDS = {
 }
 # sub-commands that take ROS arguments (--ros-args ...) and parse them themselves.
 PASSTHROUGH = {
-    'node': 'reclip_ros.ros.node',
+    'node': 'reclip_ros.ros.node_process',
     'sim': 'reclip_ros.sim.camera_node',
 }
 # installed executable name -> argv prefix
@@ -84,6 +84,3 @@ def run_entry_point(name: str, argv: Sequence[str]) -> int:
     """Dispatch an installed executable by its file name."""
     return main(EXECUTABLES.get(name, []) + list(argv))
 
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 :class:`Grounder` is the small public API of the core::
 
-    grounder = Grounder.from_config(GrounderConfig(models=('openai/clip-vit-base-patch32',)))
+    grounder = Grounder.from_config(GrounderConfig())  # the default CLIP model
     result = grounder.ground(image_rgb, 'the red mug left of the laptop', boxes=boxes)
 
 ``ground`` never raises on bad input: the returned :class:`GroundingResult` carries a status
@@ -21,104 +21,32 @@ from typing import Callable, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from reclip_ros.core.isolation import DEFAULT_BLUR_SIGMA, ISOLATION_METHODS
-from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, check_mode
+from reclip_ros.core.config import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS,
+                                    DEFAULT_RELATION_MODE, GrounderConfig, GroundingOptions,
+                                    check_mode)
 from reclip_ros.core.types import (Box, Candidate, GroundingResult, Interrupted, ReclipError,
                                    Status, Timings)
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_MODELS = ('openai/clip-vit-base-patch32',)
 #: Frames whose detector boxes are kept (by frame key), so a frame is detected once.
 DETECTION_CACHE_FRAMES = 8
-#: The most proposal boxes one grounding uses (bounds the work one message can cause).
-DEFAULT_MAX_PROPOSALS = 100
-#: The largest image accepted, in pixels (4096 x 4096, about 16.8 MP).
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 
 
-@dataclass(frozen=True)
-class GrounderConfig:
-    """Everything needed to build a :class:`Grounder`.
+def expression_problem(expression: object, max_chars: int, setting: str = '') -> Optional[str]:
+    """Why *expression* cannot be grounded (not text, empty, longer than *max_chars*), or None.
 
-    Attributes:
-        models: CLIP-family hub ids or local directories, ensembled (logits summed).
-        device: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.
-        precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16' or 'int8'
-            (CPU; linear layers quantised); the CLIP models and the detector.
-        spacy_model: spaCy pipeline used by the expression parser.
-        detector: detector hub id or directory, or 'auto' (OWLv2 on CUDA, OWL-ViT base/32
-            on CPU; see ``proposals.resolve_detector``); '' means proposals must be given.
-        blur_sigma: Gaussian sigma (pixels) of the blur isolation (paper's code: 100).
-        size_prior: proposals with area <= this fraction of the image get probability 0
-            (0 disables; the paper's "+ size prior" rows use 0.05).
-        batch_size: isolated images per forward pass (bounds memory).
-        max_expression_chars: longer expressions are rejected as INVALID_COMMAND.
-        methods: isolation methods computed per frame ('crop', 'blur').
-        text_cache_size: text embeddings kept per model (LRU).
-        frame_cache_size: frames whose region embeddings are kept (LRU).
-        detector_score_threshold, detector_nms_iou, detector_min_size, detector_top_k:
-            detector proposal filtering.
-        center_offset: how far behind the visible surface the 3D position is placed, in
-            units of the object's apparent half-width (0: the surface point under the box
-            centre; see :func:`reclip_ros.core.geometry.lift_box_center`).
-        relations: the relation mode, 'extended' (this project's semantics) or 'paper'
-            (the authors' public code exactly); see :mod:`reclip_ros.core.relation_kinds`.
-        max_proposals: the most proposal boxes one grounding uses; further boxes (after the
-            detector's NMS and score order, or the given order) are left out and the
-            result's message says how many.
-        max_image_pixels: larger images give BAD_IMAGE naming the limit.
+    The one expression check, used by :meth:`Grounder.check_expression` and by the node's
+    worker before queueing; *setting* names the limit's setting in the message.
     """
-
-    models: Tuple[str, ...] = DEFAULT_MODELS
-    device: str = 'auto'
-    precision: str = 'auto'
-    spacy_model: str = 'en_core_web_sm'
-    detector: str = ''
-    blur_sigma: float = DEFAULT_BLUR_SIGMA
-    size_prior: float = 0.0
-    batch_size: int = 32
-    max_expression_chars: int = 1000
-    methods: Tuple[str, ...] = ISOLATION_METHODS
-    text_cache_size: int = 4096
-    frame_cache_size: int = 4
-    detector_score_threshold: float = 0.1
-    detector_nms_iou: float = 0.5
-    detector_min_size: float = 8.0
-    detector_top_k: int = 30
-    center_offset: float = 0.6
-    relations: str = DEFAULT_RELATION_MODE
-    max_proposals: int = DEFAULT_MAX_PROPOSALS
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-
-    def __post_init__(self) -> None:
-        check_mode(self.relations)
-        if self.max_proposals < 1 or self.max_image_pixels < 4:
-            raise ValueError('max_proposals must be >= 1 and max_image_pixels >= 4')
-
-
-@dataclass(frozen=True)
-class GroundingOptions:
-    """Per-call switches, used for ablations (the frame's embeddings are shared).
-
-    Attributes:
-        use_relations: apply the spatial resolver (False: region scoring of the whole
-            expression only, the paper's "no relations" ablation).
-        methods: isolation methods whose logits are summed (subset of the config's).
-        size_prior: override the configured size prior for this call (None: keep it). It
-            acts on the root entity and the full expression only, as in the paper's code.
-        relations: the relation mode of this call, 'paper' or 'extended' (None: the
-            grounder's own, from ``GrounderConfig.relations``).
-    """
-
-    methods: Tuple[str, ...] = ISOLATION_METHODS
-    use_relations: bool = True
-    size_prior: Optional[float] = None
-    relations: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        if self.relations is not None:
-            check_mode(self.relations)
+    if not isinstance(expression, str):
+        return f'expression must be text, got {type(expression).__name__}'
+    if not expression.strip():
+        return 'expression is empty'
+    if len(expression) > max_chars:
+        return (f'expression is {len(expression)} characters long; the limit is '
+                f'{max_chars}' + (f' ({setting})' if setting else ''))
+    return None
 
 
 @dataclass
@@ -334,16 +262,17 @@ class Grounder:
         moved = [p.restore() for p in parts if callable(getattr(p, 'restore', None))]
         return any(moved)
 
-    def check_expression(self, expression: object) -> Optional[str]:
-        """Return why *expression* cannot be grounded, or None when it is acceptable."""
-        if not isinstance(expression, str):
-            return f'expression must be text, got {type(expression).__name__}'
-        if not expression.strip():
-            return 'expression is empty'
-        if len(expression) > self.max_expression_chars:
-            return (f'expression is {len(expression)} characters long; the limit is '
-                    f'{self.max_expression_chars}')
-        return None
+    def check_expression(self, expression: object, setting: str = '') -> Optional[str]:
+        """Return why *expression* cannot be grounded, or None when it is acceptable.
+
+        *setting* names the limit's setting in the message (e.g. the node parameter).
+        """
+        return expression_problem(expression, self.max_expression_chars, setting)
+
+    def update_live(self, center_offset: Optional[float] = None) -> None:
+        """Change the settings that apply on the next call without reloading the models."""
+        if center_offset is not None:
+            self.center_offset = float(center_offset)
 
     def ground(self, image: np.ndarray, expression: str, boxes: Optional[Sequence] = None,
                depth_m: Optional[np.ndarray] = None, intrinsics=None,

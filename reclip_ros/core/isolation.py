@@ -12,12 +12,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from reclip_ros.core.config import (DEFAULT_BLUR_SIGMA, ISOLATION_CHOICES,  # noqa: F401
+                                    ISOLATION_METHODS)
 from reclip_ros.core.types import Box
-
-DEFAULT_BLUR_SIGMA = 100.0
-ISOLATION_METHODS = ('crop', 'blur')
-#: The isolation settings a user can choose: both (the paper), or one of them.
-ISOLATION_CHOICES = ('crop,blur', 'crop', 'blur')
 
 
 def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:

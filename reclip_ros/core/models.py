@@ -21,9 +21,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from reclip_ros.core.config import PRECISIONS  # noqa: F401
 from reclip_ros.core.types import DeviceError, ModelLoadError
 
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16', 'int8')
 INT8 = 'int8'  # fp32 weights loaded, then every Linear quantised (CPU; core/int8.py)
 _DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16,
            INT8: torch.float32}

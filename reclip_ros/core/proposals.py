@@ -21,6 +21,7 @@ from typing import List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 
+from reclip_ros.core.config import DEFAULT_DETECTOR, DETECTOR_AUTO  # noqa: F401
 from reclip_ros.core.types import Box, DeviceError, ModelLoadError
 
 LOGGER = logging.getLogger(__name__)
@@ -28,10 +29,8 @@ LOGGER = logging.getLogger(__name__)
 #: ``detector: auto`` picks a detector sized for the device: OWLv2 base/16 (960 px, the
 #: better proposals) on CUDA; OWL-ViT base/32 (768 px, about 11x less compute) on CPU,
 #: where OWLv2 takes about 9 s per frame on 2 cores (``reclip bench --random-detectors``).
-DETECTOR_AUTO = 'auto'
 GPU_DETECTOR = 'google/owlv2-base-patch16-ensemble'
 CPU_DETECTOR = 'google/owlvit-base-patch32'
-DEFAULT_DETECTOR = DETECTOR_AUTO
 
 
 def resolve_detector(name: str, device: str) -> str:

@@ -21,11 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Optional, Tuple
 
-#: The relation modes, and the default.
-PAPER = 'paper'
-EXTENDED = 'extended'
-RELATION_MODES = (PAPER, EXTENDED)
-DEFAULT_RELATION_MODE = EXTENDED
+from reclip_ros.core.config import (DEFAULT_RELATION_MODE, EXTENDED, PAPER,  # noqa: F401
+                                    RELATION_MODES, check_mode)
 
 
 @dataclass(frozen=True)
@@ -173,18 +170,6 @@ ORDINAL_WORDS: Dict[str, int] = {
 PAPER_NULL_WORDS: FrozenSet[str] = frozenset(
     {'part', 'image', 'side', 'picture', 'half', 'region', 'section'})
 EXTENDED_NULL_WORDS: FrozenSet[str] = PAPER_NULL_WORDS | {'photo', 'frame', 'scene'}
-
-
-def check_mode(mode: str) -> str:
-    """Return *mode* when it is a relation mode.
-
-    Raises:
-        ValueError: for anything else, naming the modes.
-    """
-    if mode not in RELATION_MODES:
-        raise ValueError(f'unknown relation mode {mode!r}; use one of '
-                         f'{", ".join(RELATION_MODES)}')
-    return mode
 
 
 def _words(mode: str, which: str) -> Dict[str, Tuple[str, ...]]:

