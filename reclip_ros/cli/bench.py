@@ -16,10 +16,8 @@ import argparse
 import json
 import sys
 
-from reclip_ros.core.models import PRECISIONS
+from reclip_ros.cli.options import add_config_arguments, config_values
 from reclip_ros.tools.random_models import CLIP_PRESETS
-
-DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -32,20 +30,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--random-dir', default='', metavar='DIR',
                         help='save/reuse the random-weight model under DIR '
                              '(default: a temporary directory)')
-    parser.add_argument('--model', action='append', metavar='ID_OR_DIR',
-                        help='CLIP-family model (hub id, directory or "sim"); repeat to '
-                             f'ensemble (default: {DEFAULT_MODEL})')
+    add_config_arguments(parser, ('models',))
     parser.add_argument('--proposals', type=int, nargs='+', default=[10, 20, 40], metavar='N',
                         help='numbers of proposal boxes to measure (default: 10 20 40)')
     parser.add_argument('--repeats', type=int, default=3, metavar='R',
                         help='timed repeats per N, median reported (default: 3)')
-    parser.add_argument('--precision', default='fp32', choices=PRECISIONS,
-                        help='model precision; other than fp32 also compares rankings with '
-                             'fp32 (default: fp32)')
-    parser.add_argument('--device', default='auto',
-                        help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
-    parser.add_argument('--batch-size', type=int, default=32, metavar='B',
-                        help='images per forward pass (default: 32)')
+    add_config_arguments(
+        parser, ('precision', 'device', 'batch_size'), defaults={'precision': 'fp32'},
+        extra={'precision': {'help': 'model precision; other than fp32 also compares rankings '
+                                     'with fp32 (default: fp32)'}})
     parser.add_argument('--threads', type=int, default=0, metavar='T',
                         help='torch CPU threads (default: 0 = torch default)')
     parser.add_argument('--no-grounder', action='store_true',
@@ -73,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print('error: --repeats, --batch-size and --proposals must be >= 1', file=sys.stderr)
         return 2
     config = BenchConfig(
-        models=tuple(args.model or [DEFAULT_MODEL]), random_init=args.random_init or '',
+        models=config_values(args, ('models',))['models'], random_init=args.random_init or '',
         random_dir=args.random_dir, proposals=tuple(args.proposals), repeats=args.repeats,
         precision=args.precision, device=args.device, batch_size=args.batch_size,
         threads=args.threads, use_grounder=not args.no_grounder,

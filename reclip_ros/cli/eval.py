@@ -22,36 +22,31 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-from reclip_ros.core.models import PRECISIONS
-from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
+from reclip_ros.cli.options import add_config_arguments, config_values
+from reclip_ros.core.config import DEFAULT_RELATION_MODE
 from reclip_ros.core.types import ReclipError
 from reclip_ros.evaluation.engine import (
     DEFAULT_SIZE_PRIOR, VARIANT_NAMES, EvalRecord, EvalSettings, evaluate, make_variants)
 from reclip_ros.evaluation.variants import DEFAULT_VARIANTS
 
-DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
+#: The grounding settings ``reclip eval`` offers (flags generated from ``core/config.py``).
+SETTINGS = ('models', 'device', 'precision', 'spacy_model', 'blur_sigma', 'relations',
+            'batch_size', 'detector', 'detector_score_threshold')
 SIM_EVAL_MODULE = 'reclip_ros.sim.sim_eval'
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     """Model, device, variants and output options shared by the dataset sub-commands."""
     g = p.add_argument_group('model and run')
-    g.add_argument('--model', nargs='+', action='extend', default=None, metavar='ID',
-                   help=f'CLIP checkpoint(s) (hub id or directory); several = ensemble '
-                        f'(default: {DEFAULT_MODEL})')
-    g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    g.add_argument('--precision', default='auto', choices=PRECISIONS)
-    g.add_argument('--spacy-model', default='en_core_web_sm', help='spaCy pipeline name')
-    g.add_argument('--blur-sigma', type=float, default=100.0, help='blur isolation sigma (px)')
-    g.add_argument('--relations', default=DEFAULT_RELATION_MODE, choices=RELATION_MODES,
-                   help="relation mode of every variant but 'paper' (default: "
-                        f"{DEFAULT_RELATION_MODE}; 'paper' = the authors' public code)")
-    g.add_argument('--batch-size', type=int, default=32, help='isolated images per batch')
-    g.add_argument('--detector', default='', metavar='ID',
-                   help='detector checkpoint for proposals (e.g. '
-                        'google/owlv2-base-patch16-ensemble); default: no detector')
-    g.add_argument('--detector-threshold', type=float, default=0.1,
-                   help='detector score threshold (default 0.1)')
+    add_config_arguments(
+        g, SETTINGS, defaults={'detector': ''},
+        aliases={'detector_score_threshold': ('--detector-threshold',)},
+        extra={'models': {'nargs': '+', 'action': 'extend'},
+               'relations': {'help': "relation mode of every variant but 'paper' (default: "
+                                     f"{DEFAULT_RELATION_MODE}; 'paper' = the authors' public "
+                                     'code)'},
+               'detector': {'help': 'detector checkpoint for proposals (e.g. '
+                                    'google/owlv2-base-patch16-ensemble); default: no detector'}})
     g.add_argument('--variants', nargs='+', default=list(DEFAULT_VARIANTS), metavar='NAME',
                    choices=VARIANT_NAMES,
                    help=f'variants to evaluate (default: {", ".join(DEFAULT_VARIANTS)}; also '
@@ -196,19 +191,12 @@ def _load_records(args: argparse.Namespace) -> tuple:
     return records, source, Path('eval_output') / path.stem
 
 
-def _resolved_precision(device: str, precision: str) -> str:
-    if precision != 'auto':
-        return precision
-    return 'fp16' if device.startswith('cuda') else 'fp32'
-
-
 def _grounder_factory(args: argparse.Namespace, models: List[str]) -> Callable[[], Any]:
     def factory() -> Any:
         from reclip_ros.core.grounder import Grounder, GrounderConfig
-        cfg = GrounderConfig(models=tuple(models), device=args.device,
-                             precision=args.precision, spacy_model=args.spacy_model,
-                             detector='', blur_sigma=args.blur_sigma, size_prior=0.0,
-                             batch_size=args.batch_size, relations=args.relations)
+        values = config_values(args, SETTINGS)
+        values.update(models=tuple(models), detector='', size_prior=0.0)
+        cfg = GrounderConfig.from_values(values)
         grounder = Grounder.from_config(cfg)
         print(f'loaded {", ".join(grounder.model_names)} on {grounder.device}',
               file=sys.stderr)
@@ -241,19 +229,20 @@ def _run_dataset(args: argparse.Namespace) -> int:
     records, source, default_out = _load_records(args)
     total = len(records)
     records: List[EvalRecord] = records[:args.limit] if args.limit else records
-    models = list(args.model or [DEFAULT_MODEL])
-    from reclip_ros.core.models import resolve_device
+    models = list(config_values(args, ('models',))['models'])
+    from reclip_ros.core.models import resolve_device, resolved_precision_name
     device = resolve_device(args.device)
     config = {
         'source': source, 'models': models,
-        'precision': _resolved_precision(device, args.precision),
+        'precision': resolved_precision_name(args.precision, device),
         'spacy_model': args.spacy_model, 'blur_sigma': args.blur_sigma,
         'relations': args.relations,
-        'detector': ({'model': args.detector, 'score_threshold': args.detector_threshold}
+        'detector': ({'model': args.detector,
+                      'score_threshold': args.detector_score_threshold}
                      if args.detector else None),
     }
     out_dir = Path(args.out) if args.out else default_out
-    detector = (_LazyDetector(args.detector, args.device, args.detector_threshold)
+    detector = (_LazyDetector(args.detector, args.device, args.detector_score_threshold)
                 if args.detector else None)
     settings = EvalSettings(
         out_dir=str(out_dir), config=config, variants=variants,

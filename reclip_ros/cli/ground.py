@@ -20,12 +20,13 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from reclip_ros.core.grounder import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS
-from reclip_ros.core.models import PRECISIONS
-from reclip_ros.core.proposals import DEFAULT_DETECTOR
-from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
+from reclip_ros.cli.options import add_config_arguments, config_values
+from reclip_ros.core.config import DEFAULT_DETECTOR
 
-DEFAULT_MODEL = 'openai/clip-vit-base-patch32'
+#: The settings ``reclip ground`` offers (flags generated from ``core/config.py``).
+SETTINGS = ('models', 'device', 'precision', 'spacy_model', 'detector', 'blur_sigma',
+            'size_prior', 'methods', 'center_offset', 'relations', 'max_proposals',
+            'max_image_pixels')
 
 
 class CliInputError(Exception):
@@ -42,48 +43,22 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--boxes', metavar='BOXES.json',
                         help='candidate boxes: a JSON list of [x, y, width, height] in pixels '
                              '(or {"boxes": [...]}); without it the detector proposes')
-    parser.add_argument('--detector', default=DEFAULT_DETECTOR, metavar='ID_OR_DIR',
-                        help='proposal detector used when --boxes is not given; auto: '
-                             'OWLv2 base/16 on CUDA, OWL-ViT base/32 on CPU '
-                             f'(default: {DEFAULT_DETECTOR})')
-    parser.add_argument('--model', action='append', metavar='ID_OR_DIR',
-                        help='CLIP-family model (hub id, local directory or "sim"); repeat to '
-                             f'ensemble (default: {DEFAULT_MODEL})')
-    parser.add_argument('--device', default='auto',
-                        help="'auto' (CUDA if present), 'cpu', 'cuda' or 'cuda:N' "
-                             '(default: auto)')
-    parser.add_argument('--precision', default='auto', choices=PRECISIONS,
-                        help='model precision; auto = fp16 on CUDA, fp32 on CPU (default: auto)')
-    parser.add_argument('--spacy-model', default='en_core_web_sm', metavar='NAME',
-                        help='spaCy pipeline for parsing (default: en_core_web_sm)')
-    parser.add_argument('--blur-sigma', type=float, default=100.0, metavar='S',
-                        help='Gaussian sigma in pixels of the blur isolation (default: 100)')
-    parser.add_argument('--size-prior', type=float, default=0.0, metavar='F',
-                        help='ignore proposals with area <= F x image area (0 = off; the '
-                             'paper uses 0.05) (default: 0)')
-    parser.add_argument('--methods', default='crop,blur', metavar='LIST',
-                        help='isolation methods whose scores are summed (default: crop,blur)')
+    add_config_arguments(parser, ('detector', 'models', 'device', 'precision', 'spacy_model',
+                                  'blur_sigma', 'size_prior', 'methods'),
+                         defaults={'detector': DEFAULT_DETECTOR},
+                         extra={'detector': {'help': 'proposal detector used when --boxes is '
+                                             "not given; 'auto': OWLv2 base/16 on CUDA, "
+                                             'OWL-ViT base/32 on CPU (default: auto)'}})
     parser.add_argument('--no-relations', action='store_true',
                         help='skip the spatial-relation resolver (plain region scoring)')
-    parser.add_argument('--max-proposals', type=int, default=DEFAULT_MAX_PROPOSALS, metavar='N',
-                        help='use at most N proposal boxes (the first N of --boxes, or the '
-                             f"detector's best); default: {DEFAULT_MAX_PROPOSALS}")
-    parser.add_argument('--max-image-pixels', type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
-                        metavar='N', help='refuse larger images (width x height), checked '
-                                          f'before decoding; default: {DEFAULT_MAX_IMAGE_PIXELS}')
-    parser.add_argument('--relations', default=DEFAULT_RELATION_MODE, choices=RELATION_MODES,
-                        help="relation mode: 'extended' (this project's semantics) or 'paper' "
-                             f"(the authors' public code) (default: {DEFAULT_RELATION_MODE})")
+    add_config_arguments(parser, ('max_proposals', 'max_image_pixels', 'relations'))
     parser.add_argument('--depth', metavar='DEPTH',
                         help='registered depth image: 16-bit PNG in millimetres (0 = invalid) '
                              'or .npy float array in metres; same size as the image')
     parser.add_argument('--intrinsics', nargs=4, type=float, metavar=('FX', 'FY', 'CX', 'CY'),
                         help='pinhole intrinsics in pixels; with --depth the result gets the '
                              '3D position of the object (camera optical frame, metres)')
-    parser.add_argument('--center-offset', type=float, default=0.6, metavar='K',
-                        help='place the 3D position K x the object\'s apparent half-width '
-                             'behind its visible surface, along the viewing ray (0 = the '
-                             'surface point) (default: 0.6)')
+    add_config_arguments(parser, ('center_offset',))
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object per expression (one per line)')
     parser.add_argument('--save', metavar='OUT.png',
@@ -279,13 +254,10 @@ def _load_grounder(args: argparse.Namespace, with_detector: bool):
 
     from reclip_ros.core.grounder import Grounder, GrounderConfig
     hf_logging.disable_progress_bar()
-    config = GrounderConfig(
-        models=tuple(args.model or (DEFAULT_MODEL,)), device=args.device,
-        precision=args.precision, spacy_model=args.spacy_model,
-        detector=args.detector if with_detector else '', blur_sigma=args.blur_sigma,
-        size_prior=args.size_prior, methods=args.methods, center_offset=args.center_offset,
-        relations=args.relations, max_proposals=args.max_proposals,
-        max_image_pixels=args.max_image_pixels)
+    values = config_values(args, SETTINGS)
+    if not with_detector:
+        values['detector'] = ''
+    config = GrounderConfig.from_values(values)
     return Grounder.from_config(config)
 
 

@@ -88,17 +88,26 @@ def resolve_precision(precision: str, device: str) -> torch.dtype:
     Raises:
         ValueError: unknown precision name.
     """
-    text = str(precision or 'auto').strip().lower()
-    if text not in PRECISIONS:
-        raise ValueError(f"unknown precision '{precision}'; use one of {PRECISIONS}")
-    if text == 'auto':
-        return torch.float16 if device.startswith('cuda') else torch.float32
-    return _DTYPES[text]
+    return _DTYPES[resolved_precision_name(precision, device)]
 
 
 def precision_name(precision: str) -> str:
     """The normalised precision name ('auto', 'fp32', ..., 'int8')."""
     return str(precision or 'auto').strip().lower()
+
+
+def resolved_precision_name(precision: str, device: str) -> str:
+    """The precision that runs on *device*: 'auto' is 'fp16' on CUDA and 'fp32' elsewhere.
+
+    Raises:
+        ValueError: unknown precision name.
+    """
+    text = precision_name(precision)
+    if text not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; use one of {PRECISIONS}")
+    if text == 'auto':
+        return 'fp16' if str(device).startswith('cuda') else 'fp32'
+    return text
 
 
 def _package_model_dirs(directory_name: str) -> List[Path]:
@@ -274,7 +283,7 @@ class ClipModel:
         ``HF_HUB_OFFLINE`` is not set is a download attempted.
 
         Args:
-            name_or_dir: e.g. ``'openai/clip-vit-base-patch32'``, ``'/models/clip'``, ``'sim'``.
+            name_or_dir: a hub id (default: ``config.DEFAULT_MODELS``), a directory or 'sim'.
             device: ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
             precision: ``'auto'`` (fp16 on CUDA, fp32 on CPU), ``'fp32'``, ``'fp16'``,
                 ``'bf16'`` or ``'int8'`` (CPU: every linear layer dynamically quantised).

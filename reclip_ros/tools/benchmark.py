@@ -37,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from reclip_ros.core.config import DEFAULT_MODELS
 from reclip_ros.core.types import Box
 
 RELATIONAL_EXPRESSION = 'the red mug to the left of the laptop near the book'
@@ -69,7 +70,7 @@ class BenchConfig:
             architectures (works offline; the weights do not change the time).
     """
 
-    models: Tuple[str, ...] = ('openai/clip-vit-base-patch32',)
+    models: Tuple[str, ...] = DEFAULT_MODELS
     random_init: str = ''
     random_dir: str = ''
     proposals: Tuple[int, ...] = (10, 20, 40)

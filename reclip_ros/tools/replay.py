@@ -29,15 +29,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from reclip_ros.core.grounder import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS,
-                                      DEFAULT_MODELS)
-from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
+from reclip_ros.cli.options import add_config_arguments, config_values
 
 MSG_DIR = Path(__file__).resolve().parent.parent / 'msg'
 CUSTOM_TYPES = ('GroundingResult', 'Candidate', 'Proposals')
 RESULT_TOPIC = '/reclip/grounding'
 POINT_TOPIC = '/reclip/target_point'
 DEBUG_TOPIC = '/reclip/debug_image'
+
+#: The grounding settings ``reclip replay`` offers (flags generated from ``core/config.py``).
+SETTINGS = ('models', 'detector', 'device', 'relations', 'max_proposals', 'max_image_pixels')
 
 
 def msg_definitions() -> Dict[str, str]:
@@ -73,14 +74,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     source.add_argument('--commands', metavar='FILE',
                         help='one command per line: <seconds from the bag start> <text>')
     source.add_argument('--command-topic', metavar='TOPIC', help='std_msgs/String commands')
-    parser.add_argument('--model', action='append', metavar='ID_OR_DIR',
-                        help=f"CLIP model ('sim' = embedded); default {DEFAULT_MODELS[0]}")
-    parser.add_argument('--detector', default='', metavar='ID_OR_DIR',
-                        help='detector for frames without proposals (default: none)')
-    parser.add_argument('--device', default='auto')
-    parser.add_argument('--relations', default=DEFAULT_RELATION_MODE, choices=RELATION_MODES)
-    parser.add_argument('--max-proposals', type=int, default=DEFAULT_MAX_PROPOSALS)
-    parser.add_argument('--max-image-pixels', type=int, default=DEFAULT_MAX_IMAGE_PIXELS)
+    add_config_arguments(parser, SETTINGS, extra={'detector': {
+        'help': 'detector for frames without proposals (default: none)'}})
     parser.add_argument('--max-image-age', type=float, default=1.0,
                         help='seconds (as the node parameter; 0 disables)')
     parser.add_argument('--sync-wait', type=float, default=0.1,
@@ -226,10 +221,7 @@ def run(args: argparse.Namespace) -> int:
             print(f'error: {exc}', file=sys.stderr)
             return 2
         try:
-            config = GrounderConfig(
-                models=tuple(args.model or DEFAULT_MODELS), device=args.device,
-                detector=args.detector, relations=args.relations,
-                max_proposals=args.max_proposals, max_image_pixels=args.max_image_pixels)
+            config = GrounderConfig.from_values(config_values(args, SETTINGS))
             grounder = Grounder.from_config(config)
         except (ReclipError, ValueError) as exc:
             print(f'error: {exc}', file=sys.stderr)
