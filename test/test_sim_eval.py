@@ -59,13 +59,18 @@ def test_bad_arguments_exit_2(tiny_clip_dir, capsys):
 
 
 def test_accuracy_table_counts():
-    table = sim_eval.empty_table(('full',))
-    sim_eval._add(table, 'full', 'spatial', True)
-    sim_eval._add(table, 'full', 'spatial', False)
-    sim_eval._add(table, 'full', 'attribute', True)
-    assert table['full']['spatial'] == {'n': 2, 'correct': 1, 'accuracy': 0.5}
-    assert table['full']['overall']['n'] == 3
-    assert table['full']['overall']['correct'] == 2
+    # the one tally of reclip eval sim and the demo (reclip_ros.evaluation.tally)
+    from reclip_ros.evaluation.tally import AccuracyTally
+    tally = AccuracyTally(('spatial', 'between'))
+    tally.add('spatial', True)
+    tally.add('spatial', False)
+    tally.add('attribute', True)
+    table = tally.table()
+    assert table['spatial'] == {'n': 2, 'correct': 1, 'accuracy': 0.5}
+    assert table['between'] == {'n': 0, 'correct': 0, 'accuracy': 0.0}
+    assert table['overall']['n'] == 3
+    assert table['overall']['correct'] == 2
+    assert list(table) == ['spatial', 'between', 'attribute', 'overall']
 
 
 def test_embedded_model_loads_and_knows_colours():

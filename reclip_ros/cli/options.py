@@ -18,6 +18,11 @@ def _shown(value: Any) -> str:
     return "''" if value == '' else str(value)
 
 
+def dest(name: str) -> str:
+    """The ``argparse`` attribute of setting *name* (from its flag)."""
+    return option(name).flag[2:].replace('-', '_')
+
+
 def add_config_arguments(parser: Any, names: Iterable[str],
                          defaults: Optional[Mapping[str, Any]] = None,
                          aliases: Optional[Mapping[str, Sequence[str]]] = None,
@@ -29,14 +34,15 @@ def add_config_arguments(parser: Any, names: Iterable[str],
         aliases: further flags of a setting, by name (older spellings).
         extra: further ``add_argument`` keywords of a setting, by name.
 
-    The argument's destination is the setting's name; a list setting given nowhere stays
-    None (its default is applied by :func:`config_values`).
+    The argument's destination follows its flag (``--model`` -> ``args.model``), as
+    argparse names it; a list setting given nowhere stays None (its default is applied by
+    :func:`config_values`).
     """
     defaults, aliases, extra = defaults or {}, aliases or {}, extra or {}
     for name in names:
         opt = option(name)
         default = defaults.get(name, opt.default)
-        kwargs: Dict[str, Any] = {'dest': opt.name, 'metavar': opt.metavar,
+        kwargs: Dict[str, Any] = {'dest': dest(opt.name), 'metavar': opt.metavar,
                                   'help': f'{opt.help} (default: {_shown(default)})'}
         if opt.kind is tuple and not opt.joined:
             kwargs.update(action='append', default=None)
@@ -61,7 +67,7 @@ def config_values(args: argparse.Namespace, names: Iterable[str],
     values = {}
     for name in names:
         opt = option(name)
-        value = getattr(args, name, None)
+        value = getattr(args, dest(name), None)
         if value is None:
             value = defaults.get(name, opt.default)
         values[name] = opt.internal(value)

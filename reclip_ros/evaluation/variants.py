@@ -37,6 +37,8 @@ VARIANT_NAMES = ('full', 'paper', 'no_relations', 'crop_only', 'blur_only', 'ful
                  'full_crop_only', 'full_blur_only')
 #: What ``reclip eval refcoco`` / ``jsonl`` run without ``--variants``: the paper's rows.
 DEFAULT_VARIANTS = VARIANT_NAMES[:6]
+#: What ``reclip eval sim`` runs without ``--variants`` (no size prior: sim objects are small).
+SIM_DEFAULT_VARIANTS = VARIANT_NAMES[:5]
 
 
 @dataclass(frozen=True)

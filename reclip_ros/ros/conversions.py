@@ -20,7 +20,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from reclip_ros.core.types import Box, GroundingResult, Status
+from reclip_ros.core.types import Box, Candidate, GroundingResult, Status
 from reclip_ros.msg import Candidate as CandidateMsg
 from reclip_ros.msg import GroundingResult as GroundingResultMsg
 from reclip_ros.msg import Proposals
@@ -347,6 +347,40 @@ def result_to_msg(result: GroundingResult, header: Header, image_width: int = 0,
 
 
 # -- vision_msgs (where it is installed; not on PyPI) --------------------------------------
+
+def roi_to_box_or_none(roi: RegionOfInterest) -> Optional[Box]:
+    """A ``RegionOfInterest`` as a :class:`Box`, or None when it is empty (no box)."""
+    if roi.width <= 0 or roi.height <= 0:
+        return None
+    return roi_to_box(roi)
+
+
+def status_name(code: int) -> str:
+    """The name of a result status code ('OK', 'NO_IMAGE', ...), or the number when unknown."""
+    try:
+        return Status(int(code)).name
+    except ValueError:
+        return str(code)
+
+
+def msg_to_result(msg: GroundingResultMsg) -> GroundingResult:
+    """A ``GroundingResult`` message back as a core :class:`GroundingResult` (for drawing).
+
+    An unknown status becomes ERROR; the timings and the parse are not carried back.
+    """
+    try:
+        status = Status(int(msg.status))
+    except ValueError:
+        status = Status.ERROR
+    candidates = tuple(Candidate(box, float(c.score)) for c in msg.candidates
+                       for box in [roi_to_box_or_none(c.box)] if box is not None)
+    position = ((msg.position.x, msg.position.y, msg.position.z) if msg.has_position
+                else None)
+    return GroundingResult(expression=msg.expression, status=status,
+                           message=msg.status_message, box=roi_to_box_or_none(msg.box),
+                           confidence=float(msg.confidence), candidates=candidates,
+                           position=position)
+
 
 def vision_msgs_module():
     """The ``vision_msgs.msg`` module, or None when vision_msgs is not installed."""

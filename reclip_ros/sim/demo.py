@@ -10,8 +10,9 @@ then, for each scene, reads the scene's ground truth from the ``ground_truth`` t
 writes referring expressions for it (:mod:`reclip_ros.sim.expressions`), publishes them
 on ``command`` one by one and reads the answers on ``grounding`` and ``target_point``.
 For every command it prints the chosen object (the ground-truth object whose box overlaps
-the answer most), the confidence and whether it is right (IoU >= 0.5 with the referent),
-and writes an annotated PNG; ``summary.md`` and ``summary.json`` end the run.
+the answer most), the confidence and whether it is right (IoU > 0.5 with the referent, the
+rule of every evaluation), and writes an annotated PNG; ``summary.md`` and ``summary.json``
+end the run.
 
 :class:`SimStack` (the two processes) and :class:`GroundingClient` (the ROS client) are
 reused by the end-to-end tests.
@@ -37,8 +38,10 @@ import cv2
 import numpy as np
 
 from reclip_ros.core.types import Box, Status
+from reclip_ros.evaluation.tally import AccuracyTally
+from reclip_ros.evaluation.variants import IOU_THRESHOLD, best_iou, is_correct
+from reclip_ros.ros import conversions as conv
 from reclip_ros.ros.transport import large_frames_profile
-from reclip_ros.evaluation.variants import best_iou, is_correct
 
 # GroundingResult status codes that mean "not ready yet, ask again".
 _RETRY_STATUSES = {int(Status.NO_IMAGE), int(Status.NO_PROPOSALS), int(Status.DROPPED)}
@@ -429,13 +432,6 @@ def truth_objects(truth: dict) -> list:
             for o in truth['objects']]
 
 
-def roi_box(roi) -> Optional[Box]:
-    """A ``RegionOfInterest`` as a :class:`Box` (None when empty)."""
-    if roi.width <= 0 or roi.height <= 0:
-        return None
-    return Box(float(roi.x_offset), float(roi.y_offset), float(roi.width), float(roi.height))
-
-
 @dataclass
 class Outcome:
     """One scripted command and how the node answered it."""
@@ -461,13 +457,6 @@ class Outcome:
     image: Optional[str] = None
 
 
-def _status_name(code: int) -> str:
-    try:
-        return Status(int(code)).name
-    except ValueError:
-        return str(code)
-
-
 def _same_point(point, result) -> bool:
     """True when *point* is the ``target_point`` of *result* (header and coordinates)."""
     return (_same_stamp(point, result) and point.header.frame_id == result.header.frame_id
@@ -481,13 +470,13 @@ def score_answer(seed: int, expression, truth: dict, objects: list, answer: Answ
     target = objects[expression.target_index]
     out = Outcome(seed=seed, text=expression.text, category=expression.category,
                   target=target.description, target_index=expression.target_index,
-                  status=_status_name(msg.status),
+                  status=conv.status_name(msg.status),
                   message=msg.status_message,
                   attempts=answer.attempts, latency_ms=float(msg.latency_total_ms))
     out.header_matches_camera = (msg.header.frame_id == truth['frame_id'] and answer.stamp_seen
                                  and (msg.header.stamp.sec, msg.header.stamp.nanosec)
                                  >= (truth['stamp']['sec'], truth['stamp']['nanosec']))
-    box = roi_box(msg.box) if msg.status == 0 else None
+    box = conv.roi_to_box_or_none(msg.box) if msg.status == 0 else None
     if box is None:
         return out
     ious = [box.iou(o.box) for o in objects]
@@ -510,33 +499,13 @@ def score_answer(seed: int, expression, truth: dict, objects: list, answer: Answ
 
 def accuracy_table(outcomes: Sequence[Outcome]) -> Dict[str, dict]:
     """Per category and ``overall``: ``{n, correct, accuracy}``."""
-    table: Dict[str, dict] = {}
-    for key in sorted({o.category for o in outcomes}) + ['overall']:
-        rows = [o for o in outcomes if key == 'overall' or o.category == key]
-        correct = sum(o.correct for o in rows)
-        table[key] = {'n': len(rows), 'correct': correct,
-                      'accuracy': correct / len(rows) if rows else 0.0}
-    return table
+    tally = AccuracyTally(sorted({o.category for o in outcomes}))
+    for outcome in outcomes:
+        tally.add(outcome.category, outcome.correct)
+    return tally.table()
 
 
 # ---------------------------------------------------------------------- drawing
-def core_result(msg):
-    """Rebuild a core :class:`GroundingResult` from a ``GroundingResult`` message."""
-    from reclip_ros.core.types import Candidate, GroundingResult, Status
-    try:
-        status = Status(int(msg.status))
-    except ValueError:
-        status = Status.ERROR
-    candidates = tuple(Candidate(box, float(c.score)) for c in msg.candidates
-                       for box in [roi_box(c.box)] if box is not None)
-    position = ((msg.position.x, msg.position.y, msg.position.z) if msg.has_position
-                else None)
-    return GroundingResult(expression=msg.expression, status=status,
-                           message=msg.status_message, box=roi_box(msg.box),
-                           confidence=float(msg.confidence), candidates=candidates,
-                           position=position)
-
-
 def annotate(image_rgb: np.ndarray, objects: list, outcome: Outcome, answer: Answer
              ) -> np.ndarray:
     """Draw the answer (:func:`reclip_ros.core.drawing.draw_result`), the referent and verdict.
@@ -545,7 +514,7 @@ def annotate(image_rgb: np.ndarray, objects: list, outcome: Outcome, answer: Ans
     whether the answer is right and which object was chosen.
     """
     from reclip_ros.core.drawing import draw_label, draw_labeled_box, draw_result
-    canvas = draw_result(image_rgb, core_result(answer.result), top_k=2)
+    canvas = draw_result(image_rgb, conv.msg_to_result(answer.result), top_k=2)
     draw_labeled_box(canvas, objects[outcome.target_index].box, TARGET_COLOUR, 1, 'target',
                      scale=max(canvas.shape[0] / 1200.0, 0.3))
     verdict = 'RIGHT' if outcome.correct else 'WRONG'
@@ -696,7 +665,7 @@ def run(args: argparse.Namespace) -> int:
     info = {'seeds': seeds, 'models': models, 'domain_id': stack.domain_id, 'wall_s': wall}
     summary = write_summary(out_dir, outcomes, info)
     answered = [o for o in outcomes if o.status == 'OK']
-    print('\naccuracy (IoU >= 0.5 with the referent):')
+    print(f'\naccuracy (IoU > {IOU_THRESHOLD} with the referent):')
     for key, row in summary['accuracy'].items():
         print(f"  {key:<12} {row['correct']:>3}/{row['n']:<3} {row['accuracy']:.1%}")
     print(f'wrote {out_dir}/summary.md, summary.json and {sum(bool(o.image) for o in outcomes)}'

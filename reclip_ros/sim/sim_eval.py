@@ -22,26 +22,24 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
-from reclip_ros.core.models import PRECISIONS
-from reclip_ros.core.relation_kinds import DEFAULT_RELATION_MODE, RELATION_MODES
+from reclip_ros.cli.options import add_config_arguments, config_values
+from reclip_ros.core.config import DEFAULT_RELATION_MODE
 from reclip_ros.core.types import ReclipError
-from reclip_ros.evaluation.variants import (IOU_THRESHOLD, is_correct, make_variants,
-                                            parse_variant_list)
+from reclip_ros.evaluation.tally import AccuracyTally
+from reclip_ros.evaluation.variants import (IOU_THRESHOLD, SIM_DEFAULT_VARIANTS, is_correct,
+                                            make_variants, parse_variant_list)
 from reclip_ros.sim.expressions import CATEGORIES, generate_expressions
 
-VARIANTS = ('full', 'paper', 'no_relations', 'crop_only', 'blur_only')
+VARIANTS = SIM_DEFAULT_VARIANTS
 DEFAULT_SCENES = 50
 DEFAULT_SEED = 0
 TRAIN_SEED_START = 1_000_000
-
-
-def variant_options(name: str, relations: str = DEFAULT_RELATION_MODE):
-    """The :class:`GroundingOptions` of a variant name in the run's relation mode."""
-    return make_variants([name])[0].grounding_options(relations)
+#: The grounding settings ``reclip eval sim`` offers (flags generated from ``core/config.py``).
+SETTINGS = ('models', 'detector', 'device', 'precision', 'spacy_model', 'relations')
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -51,41 +49,21 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=DEFAULT_SEED,
                         help=f'first scene seed (default {DEFAULT_SEED}; the embedded model '
                              f'is trained on seeds >= {TRAIN_SEED_START})')
-    parser.add_argument('--model', action='append', default=None, metavar='NAME',
-                        help="CLIP model: 'sim' (embedded, default), a hub id or a directory; "
-                             'repeat to ensemble')
-    parser.add_argument('--detector', default='',
-                        help='also evaluate on detector proposals (e.g. '
-                             'google/owlv2-base-patch16-ensemble or a directory)')
-    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    parser.add_argument('--precision', default='auto', choices=PRECISIONS,
-                        help="model precision (default auto: fp16 on CUDA, fp32 on CPU; "
-                             "'int8': CPU, linear layers quantised)")
-    parser.add_argument('--spacy-model', default='en_core_web_sm', help='spaCy pipeline')
+    add_config_arguments(
+        parser, SETTINGS, defaults={'models': ('sim',)},
+        extra={'models': {'help': "CLIP model: 'sim' (embedded, default), a hub id or a "
+                                  'directory; repeat to ensemble'},
+               'detector': {'help': 'also evaluate on detector proposals (e.g. '
+                                    'google/owlv2-base-patch16-ensemble or a directory)'},
+               'relations': {'help': "relation mode of every variant but 'paper' (default: "
+                                     f'{DEFAULT_RELATION_MODE})'}})
     parser.add_argument('--per-category', type=int, default=2,
                         help='at most this many expressions per category and scene (default 2)')
     parser.add_argument('--variants', default=','.join(VARIANTS),
                         help=f'comma-separated variants (default {",".join(VARIANTS)}; also '
                              'full_size_prior)')
-    parser.add_argument('--relations', default=DEFAULT_RELATION_MODE, choices=RELATION_MODES,
-                        help="relation mode of every variant but 'paper' (default: "
-                             f'{DEFAULT_RELATION_MODE})')
     parser.add_argument('--out', default='', metavar='DIR',
                         help='write results.md, results.json and expressions.jsonl here')
-
-
-def empty_table(variants) -> Dict[str, Dict[str, dict]]:
-    """{variant: {category or 'overall': {'n': 0, 'correct': 0, 'accuracy': 0.0}}}."""
-    return {v: {c: {'n': 0, 'correct': 0, 'accuracy': 0.0}
-                for c in (*CATEGORIES, 'overall')} for v in variants}
-
-
-def _add(table: dict, variant: str, category: str, correct: bool) -> None:
-    for key in (category, 'overall'):
-        cell = table[variant][key]
-        cell['n'] += 1
-        cell['correct'] += int(correct)
-        cell['accuracy'] = cell['correct'] / cell['n']
 
 
 def evaluate(grounder, seeds, variants=VARIANTS, per_category: int = 2,
@@ -99,7 +77,7 @@ def evaluate(grounder, seeds, variants=VARIANTS, per_category: int = 2,
     from reclip_ros.sim.world import TabletopScene
 
     settings = ['gt'] + (['detector'] if use_detector else [])
-    tables = {s: empty_table(variants) for s in settings}
+    tallies = {s: {v: AccuracyTally(CATEGORIES) for v in variants} for s in settings}
     options = {v.name: v.grounding_options(relations) for v in make_variants(variants)}
     for seed in seeds:
         with TabletopScene(seed) as scene:
@@ -119,7 +97,7 @@ def evaluate(grounder, seeds, variants=VARIANTS, per_category: int = 2,
                                              frame_key=('sim', int(seed), setting),
                                              options=options[variant])
                     correct = bool(result.ok and is_correct(result.box, [target]))
-                    _add(tables[setting], variant, expr.category, correct)
+                    tallies[setting][variant].add(expr.category, correct)
                     record[f'{setting}:{variant}'] = {
                         'correct': correct, 'status': result.status.name,
                         'box': result.box.to_list() if result.box is not None else None,
@@ -127,10 +105,11 @@ def evaluate(grounder, seeds, variants=VARIANTS, per_category: int = 2,
             if records is not None:
                 records.append(record)
         if log:
-            full = tables['gt'][variants[0]]['overall']
+            full = tallies['gt'][variants[0]].table()['overall']
             log(f'scene {seed}: {len(frame.objects)} objects, {len(expressions)} expressions; '
                 f'running {variants[0]} accuracy {full["accuracy"]:.3f} (n={full["n"]})')
-    return tables
+    return {s: {v: tally.table() for v, tally in by_variant.items()}
+            for s, by_variant in tallies.items()}
 
 
 def _modes(variants, relations: str) -> str:
@@ -168,14 +147,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    models = tuple(args.model or ['sim'])
+    values = config_values(args, SETTINGS, defaults={'models': ('sim',)})
+    models = values['models']
     seeds = list(range(args.seed, args.seed + args.scenes))
     if any(s >= TRAIN_SEED_START for s in seeds) and 'sim' in models:
         print(f'warning: seeds >= {TRAIN_SEED_START} are the embedded model\'s training '
               'scenes; accuracy there is not held-out', file=sys.stderr)
-    cfg = GrounderConfig(models=models, device=args.device, precision=args.precision,
-                         spacy_model=args.spacy_model,
-                         detector=args.detector)
+    values.pop('relations')  # per variant: the run's mode, or the variant's own
+    cfg = GrounderConfig.from_values(values)
     try:
         grounder = Grounder.from_config(cfg)
     except ReclipError as exc:
