@@ -17,13 +17,16 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from reclip_ros.core.config import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS,
                                     DEFAULT_RELATION_MODE, GrounderConfig, GroundingOptions,
                                     check_mode)
+from reclip_ros.core.images import validate_image
+from reclip_ros.core.protocols import (CacheReporting, Closable, Offloadable, ProposalSource,
+                                       Scorer)
 from reclip_ros.core.types import (Box, Candidate, GroundingResult, Interrupted, ReclipError,
                                    Status, Timings)
 
@@ -90,34 +93,6 @@ def softmax_with_size_prior(logits: np.ndarray, areas: np.ndarray, image_area: f
     return p / total
 
 
-def check_image_size(width: int, height: int, max_pixels: int) -> None:
-    """Raise ValueError when a *width* x *height* image exceeds *max_pixels*."""
-    if int(width) * int(height) > int(max_pixels):
-        raise ValueError(f'image is {int(width)}x{int(height)} = {int(width) * int(height)} '
-                         f'pixels; the limit is {int(max_pixels)} (max_image_pixels)')
-
-
-def validate_image(image: object, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Return *image* as a contiguous uint8 (H, W, 3) RGB array or raise ValueError."""
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f'image must be a numpy array, got {type(image).__name__}')
-    if image.ndim >= 2:
-        check_image_size(image.shape[1], image.shape[0], max_pixels)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f'image must be HxWx3 RGB, got shape {image.shape}')
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ValueError(f'image is too small: {image.shape[1]}x{image.shape[0]}')
-    if image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.dtype != np.uint8:
-        if np.issubdtype(image.dtype, np.floating) and image.size and image.max() <= 1.0:
-            image = np.clip(image * 255.0, 0, 255)
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image)
-
-
 def prepare_boxes(boxes: Sequence, width: int, height: int) -> Tuple[List[Box], int]:
     """Convert boxes (Box or [x, y, w, h]) and clip them to the image.
 
@@ -152,7 +127,8 @@ class Grounder:
         max_proposals, max_image_pixels: see :class:`GrounderConfig`.
     """
 
-    def __init__(self, scorer, parser, resolver=None, proposals=None, size_prior: float = 0.0,
+    def __init__(self, scorer: Scorer, parser, resolver=None,
+                 proposals: Optional[ProposalSource] = None, size_prior: float = 0.0,
                  max_expression_chars: int = 1000, center_offset: float = 0.0,
                  relations: str = DEFAULT_RELATION_MODE,
                  max_proposals: int = DEFAULT_MAX_PROPOSALS,
@@ -183,15 +159,15 @@ class Grounder:
             ModelLoadError: a CLIP model, the detector or the spaCy model is missing.
             DeviceError: the requested device is not available.
         """
-        from reclip_ros.core.models import ClipModel
         from reclip_ros.core.language.parsing import ExpressionParser
+        from reclip_ros.core.models import load_models
         from reclip_ros.core.region_scorer import RegionScorer
 
         if not config.models:
             raise ReclipError('at least one CLIP model is required (config.models is empty)')
         parser = ExpressionParser(config.spacy_model)
-        models = [ClipModel.load(m, device=config.device, precision=config.precision)
-                  for m in config.models]
+        models = list(load_models(config.models, device=config.device,
+                                  precision=config.precision))
         scorer = RegionScorer(models, blur_sigma=config.blur_sigma, methods=config.methods,
                               batch_size=config.batch_size,
                               text_cache_size=config.text_cache_size,
@@ -215,25 +191,24 @@ class Grounder:
     @property
     def device(self) -> str:
         """The device the CLIP models actually run on (e.g. 'cpu', 'cuda:0')."""
-        models = getattr(self.scorer, 'models', [])
+        models = self.scorer.models
         return str(models[0].device) if models else 'cpu'
 
     @property
     def model_names(self) -> List[str]:
         """The ensembled CLIP model ids / directories."""
-        return [m.name for m in getattr(self.scorer, 'models', [])]
+        return [m.name for m in self.scorer.models]
 
     @property
     def detector_name(self) -> str:
         """The detector in use (''auto'' resolved to an id), or '' without one."""
-        return str(getattr(self.proposals, 'name', '') or '')
+        return str(self.proposals.name) if self.proposals is not None else ''
 
     def close(self) -> None:
         """Release the models (and cached GPU memory)."""
         for part in (self.scorer, self.proposals):
-            closer = getattr(part, 'close', None)
-            if callable(closer):
-                closer()
+            if isinstance(part, Closable):
+                part.close()
         self.scorer = None
         self.proposals = None
         with self._detections_lock:
@@ -252,15 +227,20 @@ class Grounder:
         Region and text embedding caches stay valid (they live in host memory).
         :meth:`restore`, or the next grounding, moves the models back.
         """
-        parts = list(getattr(self.scorer, 'models', [])) + [self.proposals]
-        moved = [p.offload() for p in parts if callable(getattr(p, 'offload', None))]
+        moved = [p.offload() for p in self._parts() if isinstance(p, Offloadable)]
         return any(moved)
 
     def restore(self) -> bool:
         """Move offloaded models back to their device (True when something moved)."""
-        parts = list(getattr(self.scorer, 'models', [])) + [self.proposals]
-        moved = [p.restore() for p in parts if callable(getattr(p, 'restore', None))]
+        moved = [p.restore() for p in self._parts() if isinstance(p, Offloadable)]
         return any(moved)
+
+    def _parts(self) -> list:
+        return list(self.scorer.models) + [self.proposals]
+
+    def cache_sizes(self) -> Dict[str, int]:
+        """The fill and capacity of the scorer's caches (empty when it reports none)."""
+        return self.scorer.cache_sizes() if isinstance(self.scorer, CacheReporting) else {}
 
     def check_expression(self, expression: object, setting: str = '') -> Optional[str]:
         """Return why *expression* cannot be grounded, or None when it is acceptable.
@@ -442,7 +422,7 @@ class Grounder:
                box_depths: Optional[np.ndarray], frame_key: Optional[Hashable],
                options: GroundingOptions, clock: _Clock) -> np.ndarray:
         frame = self.scorer.encode_frame(image, boxes, frame_key=frame_key)
-        if not getattr(frame, 'from_cache', False):
+        if not frame.from_cache:
             clock.add('isolation', frame.isolation_ms)
             clock.add('image_encoding', frame.image_encoding_ms)
         height, width = image.shape[:2]

@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -165,12 +165,23 @@ def _looks_like_local_path(name: str) -> bool:
             or name.count('/') > 1 or os.path.exists(name))
 
 
-def _fetch_hint(name: str) -> str:
+def fetch_hint(name: str) -> str:
+    """How to make model *name* available offline: one sentence for an error message.
+
+    The one hint of the CLIP models and the detector: a missing or incomplete local
+    directory, or a hub id to download once and copy.
+    """
+    if name.startswith(('/', '.', '~')) and not os.path.isdir(os.path.expanduser(name)):
+        return f'there is no directory {name!r}'
+    if os.path.isdir(name):
+        return (f'the directory {name!r} must hold config.json, model.safetensors and the '
+                'preprocessor config (save_pretrained output)')
     home = os.environ.get('HF_HOME') or os.path.join('~', '.cache', 'huggingface')
     return (f"To use it offline, on a machine with network run `huggingface-cli download "
             f"{name}` (or `hf download {name}`) and copy the cache to this machine's HF_HOME "
             f"({home}), set HF_HOME to a cache that holds it, or pass the local directory of "
-            "the model (config.json, model.safetensors, tokenizer and preprocessor files).")
+            "the model (config.json, model.safetensors, tokenizer and preprocessor files; "
+            "only safetensors weights are accepted).")
 
 
 def _load_parts(path: str, dtype: torch.dtype, local_only: bool):
@@ -320,7 +331,7 @@ class ClipModel:
             if _offline_forced():
                 raise ModelLoadError(
                     f"model '{name_or_dir}' is not in the local Hugging Face cache and "
-                    f"HF_HUB_OFFLINE is set. {_fetch_hint(name_or_dir)}") from exc
+                    f"HF_HUB_OFFLINE is set. {fetch_hint(name_or_dir)}") from exc
             try:
                 parts = _load_parts(path, dtype, local_only=False)
             except ImportError as exc2:
@@ -330,7 +341,7 @@ class ClipModel:
                 raise ModelLoadError(
                     f"model '{name_or_dir}' is not in the local Hugging Face cache and could "
                     f"not be downloaded ({type(exc2).__name__}: {exc2}). "
-                    f"{_fetch_hint(name_or_dir)}") from exc2
+                    f"{fetch_hint(name_or_dir)}") from exc2
         config, model, tokenizer, processor = parts
         model_type = str(config.model_type)
         if model_type in UNSUPPORTED_TYPES:
@@ -474,12 +485,3 @@ def load_models(names: Sequence[str], device: str = 'auto',
             model.unload()
         raise
     return tuple(models)
-
-
-def default_cache_dir() -> Optional[str]:
-    """The Hugging Face cache directory in use (HF_HOME or HF_HUB_CACHE), if known."""
-    try:
-        from huggingface_hub import constants
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # very old huggingface_hub
-        return os.environ.get('HF_HOME')

@@ -16,12 +16,13 @@ An image without proposals gives an empty list; that is not an error.
 from __future__ import annotations
 
 import logging
-import os
-from typing import List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from reclip_ros.core.config import DEFAULT_DETECTOR, DETECTOR_AUTO  # noqa: F401
+from reclip_ros.core.images import validate_image
+from reclip_ros.core.protocols import ProposalSource  # noqa: F401 - part of this API
 from reclip_ros.core.types import Box, DeviceError, ModelLoadError
 
 LOGGER = logging.getLogger(__name__)
@@ -40,17 +41,6 @@ def resolve_detector(name: str, device: str) -> str:
     return GPU_DETECTOR if str(device).startswith('cuda') else CPU_DETECTOR
 # Query used for OWL-ViT v1, which has no class-agnostic objectness head.
 GENERIC_OBJECT_QUERY = 'a photo of an object'
-
-
-@runtime_checkable
-class ProposalSource(Protocol):
-    """Anything that proposes candidate boxes for an RGB image."""
-
-    name: str
-
-    def propose(self, image_rgb: np.ndarray) -> List[Box]:
-        """Return candidate boxes (pixels, original image coordinates) for *image_rgb*."""
-        ...
 
 
 # -- filtering -------------------------------------------------------------------------------
@@ -195,18 +185,6 @@ class GivenBoxes:
         return filter_proposals(self.boxes, None, self.nms_iou, self.min_size, self.top_k)
 
 
-def _fetch_hint(model: str) -> str:
-    if model.startswith(('/', '.', '~')) and not os.path.isdir(os.path.expanduser(model)):
-        return f'there is no directory {model!r}'
-    if os.path.isdir(model):
-        return (f'the directory {model!r} must hold config.json, model.safetensors and the '
-                'preprocessor config (save_pretrained output)')
-    return (f'download it once on a machine with network access, e.g. '
-            f'`hf download {model}` (or `huggingface-cli download {model}`), then copy the '
-            'Hugging Face cache (HF_HOME) here, or pass a local directory saved with '
-            'save_pretrained; only safetensors weights are accepted')
-
-
 class DetectorProposals:
     """Class-agnostic proposals from a transformers object detector.
 
@@ -253,6 +231,7 @@ class DetectorProposals:
             if problem:
                 raise DeviceError(problem)
         self._torch = torch
+        self._offloaded = False
         self._load(local_files_only)
 
     # -- loading -----------------------------------------------------------------------------
@@ -261,13 +240,15 @@ class DetectorProposals:
         from transformers import (AutoConfig, AutoImageProcessor, AutoModelForObjectDetection,
                                   AutoModelForZeroShotObjectDetection, AutoTokenizer)
 
+        from reclip_ros.core.models import fetch_hint
+
         common = dict(local_files_only=local_files_only, trust_remote_code=False)
         try:
             config = AutoConfig.from_pretrained(self.name, **common)
         except Exception as exc:  # noqa: BLE001 - turned into a message with a remedy
             raise ModelLoadError(f'detector model {self.name!r} could not be loaded '
                                  f'({type(exc).__name__}: {_first_line(exc)}); '
-                                 f'{_fetch_hint(self.name)}') from exc
+                                 f'{fetch_hint(self.name)}') from exc
         self.model_type = getattr(config, 'model_type', '')
         self._owl = self.model_type in ('owlv2', 'owlvit')
         auto = AutoModelForZeroShotObjectDetection if self._owl else AutoModelForObjectDetection
@@ -281,11 +262,11 @@ class DetectorProposals:
                     'usable for proposals: give an OWLv2/OWL-ViT or an '
                     'AutoModelForObjectDetection checkpoint') from exc
             raise ModelLoadError(f'detector model {self.name!r} could not be loaded: '
-                                 f'{_first_line(exc)}; {_fetch_hint(self.name)}') from exc
+                                 f'{_first_line(exc)}; {fetch_hint(self.name)}') from exc
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f'detector model {self.name!r} could not be loaded '
                                  f'({type(exc).__name__}: {_first_line(exc)}); '
-                                 f'{_fetch_hint(self.name)}') from exc
+                                 f'{fetch_hint(self.name)}') from exc
         self.tokenizer = None
         try:
             if self._owl:
@@ -304,7 +285,7 @@ class DetectorProposals:
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f'the preprocessor of detector {self.name!r} could not be '
                                  f'loaded ({type(exc).__name__}: {_first_line(exc)}); '
-                                 f'{_fetch_hint(self.name)}') from exc
+                                 f'{fetch_hint(self.name)}') from exc
         self.model = model.to(self.device).eval()
         if self.quantized:
             from reclip_ros.core.int8 import quantize_linears
@@ -334,7 +315,7 @@ class DetectorProposals:
 
     def restore(self) -> bool:
         """Move an offloaded detector back to its device."""
-        if self.model is None or not getattr(self, '_offloaded', False):
+        if self.model is None or not self._offloaded:
             return False
         self.model.to(self.device)
         self._offloaded = False
@@ -361,7 +342,7 @@ class DetectorProposals:
         if self.model is None:
             raise RuntimeError(f'detector {self.name!r} was closed')
         self.restore()
-        image = _check_image(image_rgb)
+        image = validate_image(image_rgb, min_side=1)
         height, width = image.shape[:2]
         with self._torch.inference_mode():
             if self._owl:
@@ -473,18 +454,6 @@ def _owl_preprocess_config(config: dict, default_side: int) -> Tuple[int, np.nda
 def _cxcywh_to_xyxy(cxcywh: np.ndarray) -> np.ndarray:
     cx, cy, w, h = (cxcywh[:, i] for i in range(4))
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-
-
-def _check_image(image: object) -> np.ndarray:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f'image must be a numpy array, got {type(image).__name__}')
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
-        raise ValueError(f'image must be HxWx3 RGB, got shape {image.shape}')
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image[:, :, :3])
 
 
 def _first_line(exc: BaseException) -> str:

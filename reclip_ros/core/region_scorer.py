@@ -23,9 +23,10 @@ from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from reclip_ros.core.images import validate_image
 from reclip_ros.core.isolation import (DEFAULT_BLUR_SIGMA, ISOLATION_METHODS, blur_frame,
-                                       isolate_blur, isolate_crop, normalise_batch,
-                                       resize_square)
+                                       isolate_all, isolate_blur, isolate_crop,
+                                       normalise_batch, resize_square)
 from reclip_ros.core.types import Box, Interrupted
 
 PROMPT_PREFIX = 'a photo of '
@@ -71,18 +72,6 @@ def _as_box(value) -> Box:
     if isinstance(value, Box):
         return value
     return Box.from_list(value)
-
-
-def _check_image(image) -> np.ndarray:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f'image must be a numpy array, got {type(image).__name__}')
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f'image must be RGB of shape (H, W, 3), got {image.shape}')
-    if image.dtype != np.uint8:
-        raise ValueError(f'image must be uint8, got {image.dtype}')
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f'image is empty: {image.shape}')
-    return image
 
 
 def _input_spec(model) -> Tuple[int, Tuple[float, ...], Tuple[float, ...], int]:
@@ -224,13 +213,7 @@ class RegionScorer:
 
     def isolated_images(self, image: np.ndarray, boxes: Sequence[Box]) -> Dict[str, list]:
         """Every box isolated with every method; the full-frame blur is computed once."""
-        out = {}
-        if 'crop' in self.methods:
-            out['crop'] = [isolate_crop(image, b) for b in boxes]
-        if 'blur' in self.methods:
-            blurred = blur_frame(image, self.blur_sigma)
-            out['blur'] = [isolate_blur(image, blurred, b) for b in boxes]
-        return out
+        return isolate_all(image, boxes, self.methods, self.blur_sigma)
 
     def model_inputs(self, image: np.ndarray, boxes: Sequence[Box]) -> Dict[tuple, np.ndarray]:
         """Every box isolated with every method, as one normalised batch per input spec.
@@ -277,7 +260,7 @@ class RegionScorer:
             ValueError: bad image or box.
             Interrupted: *interrupt* returned True.
         """
-        image = _check_image(image_rgb_uint8)
+        image = validate_image(image_rgb_uint8, min_side=1, convert=False)
         box_tuple = tuple(_as_box(b) for b in boxes)
         key = self.frame_cache_key(image, box_tuple, frame_key)
         with self._lock:

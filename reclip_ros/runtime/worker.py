@@ -19,6 +19,7 @@ import numpy as np
 from reclip_ros.runtime.jobs import (SOURCE_CONTINUOUS, SOURCE_TOPIC, CommandQueue,
                                       GroundingJob, JobOutcome)
 from reclip_ros.core.grounder import expression_problem
+from reclip_ros.core.protocols import CacheReporting
 from reclip_ros.core.types import GroundingResult, Status
 from reclip_ros.runtime.frame_buffer import Frame, FrameHistory, LatestSlot, StampedHistory
 from reclip_ros.runtime.frame_sync import SyncSettings, choose_frame, missing_depth_note
@@ -199,9 +200,8 @@ class GroundingWorker:
         values.update(self.stats.summary())
         if self.settings.precompute or self.precompute_stats.passes:
             values.update(self.precompute_stats.values())
-        sizes = getattr(getattr(self.grounder, 'scorer', None), 'cache_sizes', None)
-        if callable(sizes):
-            values.update(sizes())
+        if isinstance(self.grounder, CacheReporting):
+            values.update(self.grounder.cache_sizes())
         return values
 
     # -- inputs (any thread) -------------------------------------------------------------
