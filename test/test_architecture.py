@@ -1,4 +1,8 @@
-"""Architecture rules: the core is ROS-free and the package layout is what the build expects."""
+"""Architecture rules: the layers, their import directions, and the package layout.
+
+core/ imports no ROS and nothing from the other folders; runtime/ imports no ROS and only
+the core; nothing but ros/, tools/, sim/ (and cli/ through them) may import rclpy.
+"""
 
 import ast
 import subprocess
@@ -6,10 +10,22 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ROOT / 'reclip_ros' / 'core'
+PACKAGE = ROOT / 'reclip_ros'
+CORE = PACKAGE / 'core'
+RUNTIME = PACKAGE / 'runtime'
+# folder -> the package folders its modules may import (besides their own)
+ALLOWED = {
+    'core': set(),
+    'runtime': {'core'},
+    'evaluation': {'core'},
+    'ros': {'core', 'runtime'},
+    'cli': {'core', 'runtime', 'evaluation', 'tools', 'sim', 'ros'},
+    'tools': {'core', 'runtime', 'evaluation', 'cli', 'ros', 'sim'},
+    'sim': {'core', 'runtime', 'evaluation', 'cli', 'ros', 'tools'},
+}
 ROS_MODULES = ('rclpy', 'std_msgs', 'sensor_msgs', 'geometry_msgs', 'diagnostic_msgs',
                'lifecycle_msgs', 'builtin_interfaces', 'rosidl', 'reclip_ros.msg',
-               'reclip_ros.srv', 'cv_bridge', 'launch', 'launch_ros')
+               'reclip_ros.srv', 'cv_bridge', 'launch', 'launch_ros', 'ament_index_python')
 
 
 def _imported_modules(path: Path):
@@ -38,10 +54,52 @@ def test_core_sources_import_no_ros():
     assert not offenders, 'the ROS-free core imports ROS modules:\n' + '\n'.join(offenders)
 
 
-def test_importing_the_core_loads_no_ros_module():
-    """Import every core module in a fresh interpreter; no ROS module may get loaded."""
-    modules = [f'reclip_ros.core.{p.stem}' for p in sorted(CORE.glob('*.py'))
-               if p.stem != '__init__']
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix('').parts)
+    if parts[-1] == '__init__':
+        parts = parts[:-1]
+    return '.'.join(parts)
+
+
+def test_runtime_sources_import_no_ros():
+    offenders = []
+    for path in sorted(RUNTIME.rglob('*.py')):
+        bad = sorted({m for m in _imported_modules(path) if _is_ros(m)})
+        if bad:
+            offenders.append(f'{path.relative_to(ROOT)}: {bad}')
+    assert list(RUNTIME.glob('*.py')), 'reclip_ros/runtime has no modules'
+    assert not offenders, 'the runtime imports ROS modules:\n' + '\n'.join(offenders)
+
+
+def _folder_of(module: str):
+    parts = module.split('.')
+    return parts[1] if len(parts) > 2 and parts[0] == 'reclip_ros' else None
+
+
+def test_imports_point_one_way():
+    """Each folder imports only the folders below it (core imports none of the others)."""
+    offenders = []
+    for folder, allowed in ALLOWED.items():
+        assert (PACKAGE / folder).is_dir(), folder
+        for path in sorted((PACKAGE / folder).rglob('*.py')):
+            for module in _imported_modules(path):
+                target = _folder_of(module)
+                if target in ALLOWED and target != folder and target not in allowed:
+                    offenders.append(f'{path.relative_to(ROOT)} imports {module}')
+    assert not offenders, '\n'.join(sorted(set(offenders)))
+
+
+def test_the_layer_check_flags_a_wrong_arrow(tmp_path):
+    """The checker itself must see a core -> tools import (guards against a vacuous test)."""
+    sample = tmp_path / 'sample.py'
+    sample.write_text('from reclip_ros.tools.benchmark import run_benchmark\n')
+    targets = {_folder_of(m) for m in _imported_modules(sample)}
+    assert 'tools' in targets and 'tools' not in ALLOWED['core']
+
+
+def test_importing_the_core_and_runtime_loads_no_ros_module():
+    """Import every core and runtime module in a fresh interpreter; no ROS module may load."""
+    modules = [_module_name(p) for folder in (CORE, RUNTIME) for p in sorted(folder.rglob('*.py'))]
     code = (
         'import importlib, sys\n'
         f'for m in {modules!r}:\n'

@@ -118,12 +118,10 @@ def _package_model_dirs(directory_name: str) -> List[Path]:
     for core_dir in (here.resolve().parent, here.parent):
         candidates.append(core_dir.parents[1] / 'models' / directory_name)
     candidates.append(Path(sys.prefix) / 'share' / 'reclip_ros' / 'models' / directory_name)
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        share = get_package_share_directory('reclip_ros')
-        candidates.append(Path(share) / 'models' / directory_name)
-    except Exception:  # ament index absent or package not installed: other places remain
-        pass
+    # An installed ROS package: <prefix>/share/reclip_ros for each AMENT_PREFIX_PATH entry
+    # (the prefixes ament_index searches; read here so the core needs no ROS package).
+    for prefix in filter(None, os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)):
+        candidates.append(Path(prefix) / 'share' / 'reclip_ros' / 'models' / directory_name)
     unique = []
     for path in candidates:
         if path not in unique:
