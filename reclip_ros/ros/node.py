@@ -10,7 +10,6 @@ clean exit) in :mod:`reclip_ros.ros.node_process`. Run it with ``reclip node [--
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Any, Optional, Sequence
 
@@ -18,27 +17,21 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, Node, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
 from reclip_ros.core.types import Status
-from reclip_ros.msg import Proposals
 from reclip_ros.ros import conversions as conv
 from reclip_ros.ros.outputs import COMMAND_QOS, ResultOutputs
-from reclip_ros.runtime.frame_buffer import Frame
 from reclip_ros.runtime.jobs import SOURCE_SERVICE, SOURCE_TOPIC, CommandQueue, GroundingJob
 from reclip_ros.runtime.jobs import reject as reject_job
-from reclip_ros.runtime.parameters import (PARAMETERS, SPECS, grounder_config,
-                                           grounding_options, validate, validate_all)
-from reclip_ros.runtime.worker import DEPTH_HISTORY, GroundingWorker, WorkerSettings
+from reclip_ros.runtime.parameters import (PARAMETERS, change_problem, grounder_config,
+                                           grounding_options, validate_all)
+from reclip_ros.ros.inputs import SensorInputs
+from reclip_ros.runtime.worker import GroundingWorker, WorkerSettings
 from reclip_ros.srv import Ground
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
-# Each input has its own callback group, so no input ever waits for another one, for a
-# command, for the service, for the diagnostics timer or for a lifecycle transition.
-INPUTS = ('image', 'image/compressed', 'depth', 'camera_info', 'proposals', 'command')
 
 
 class ReclipNode(Node):
@@ -60,7 +53,7 @@ class ReclipNode(Node):
         self._active = False
         self._closing = ''  # why commands are refused while the process shuts down
         self.transport = 'as configured by the process'  # main() says which it chose
-        self._input_groups = {name: MutuallyExclusiveCallbackGroup() for name in INPUTS}
+        self._command_group = MutuallyExclusiveCallbackGroup()
         # one service call at a time: a waiting call holds one executor thread, never more
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -78,41 +71,21 @@ class ReclipNode(Node):
         self._diagnostics_timer = self.create_timer(
             self.param('diagnostics_period'), self._publish_diagnostics,
             callback_group=self._timer_group)
-        reliability = (QoSReliabilityPolicy.RELIABLE
-                       if self.param('image_qos_reliability') == 'reliable'
-                       else QoSReliabilityPolicy.BEST_EFFORT)
-        image_qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
-                               reliability=reliability)
-        # depth images are kept by stamp: take every one that arrives, not only the newest
-        depth_qos = QoSProfile(depth=DEPTH_HISTORY, history=qos_profile_sensor_data.history,
-                               reliability=reliability)
-
-        def sub(msg_type, topic, callback, qos):
-            return self.create_subscription(msg_type, topic, callback, qos,
-                                            callback_group=self._input_groups[topic])
-
-        self._inputs = [
-            sub(Image, 'image', self._on_image, image_qos),
-            sub(String, 'command', self._on_command, COMMAND_QOS),
-            self.create_service(Ground, '~/ground', self._on_ground, qos_profile=COMMAND_QOS,
-                                callback_group=self._service_group),
-        ]
-        if self.param('subscribe_compressed'):
-            self._inputs.append(sub(CompressedImage, 'image/compressed',
-                                    self._on_compressed, image_qos))
-        if self.param('use_depth'):
-            self._inputs += [sub(Image, 'depth', self._on_depth, depth_qos),
-                             sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos)]
-        if self.param('use_proposals_topic'):
-            self._inputs.append(sub(Proposals, 'proposals', self._on_proposals, 10))
+        self.inputs = SensorInputs(self, self.param, self._active_worker, self._now_ns)
+        self._command_sub = self.create_subscription(String, 'command', self._on_command,
+                                                     COMMAND_QOS,
+                                                     callback_group=self._command_group)
+        self._service = self.create_service(Ground, '~/ground', self._on_ground,
+                                            qos_profile=COMMAND_QOS,
+                                            callback_group=self._service_group)
 
     def executor_threads(self) -> int:
         """Threads a multi-threaded executor needs so every callback group can run at once.
 
-        The inputs, the service, the diagnostics timer and the default group (lifecycle and
-        parameter services), plus one spare.
+        The sensor inputs, the command, the service, the diagnostics timer and the default
+        group (lifecycle and parameter services), plus one spare.
         """
-        return len(self._input_groups) + 3 + 1
+        return len(self.inputs.groups) + 4 + 1
 
     def param(self, name: str) -> Any:
         """Return the current value of parameter *name*."""
@@ -122,11 +95,7 @@ class ReclipNode(Node):
 
     def _validate_parameters(self, params: Sequence[rclpy.parameter.Parameter]):
         for p in params:
-            problem = validate(p.name, p.value)
-            spec = SPECS.get(p.name)
-            if problem is None and spec is not None and spec.on_configure and self.configured:
-                problem = (f'{p.name} is applied on configure: deactivate and clean up the '
-                           'node, set it, then configure again')
+            problem = change_problem(p.name, p.value, self.configured)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
@@ -261,52 +230,9 @@ class ReclipNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _frame(self, msg: Any, decoder) -> Frame:
-        max_pixels = self.param('max_image_pixels')
-        return Frame(conv.stamp_to_ns(msg.header.stamp), self._now_ns(), msg.header,
-                     functools.partial(decoder, msg, max_pixels=max_pixels))
-
     def _active_worker(self) -> Optional[GroundingWorker]:
         worker = self.worker
         return worker if self._active and worker is not None else None
-
-    def _on_image(self, msg: Image) -> None:
-        worker = self._active_worker()
-        if worker is not None:
-            worker.feed_image(self._frame(msg, conv.image_to_rgb))
-
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        worker = self._active_worker()
-        if worker is not None:
-            worker.feed_image(self._frame(msg, conv.compressed_to_rgb))
-
-    def _on_depth(self, msg: Image) -> None:
-        worker = self._active_worker()
-        if worker is not None:
-            worker.feed_depth(self._frame(msg, conv.depth_image_to_meters))
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        worker = self._active_worker()
-        if worker is None:
-            return
-        try:
-            intrinsics = conv.camera_info_to_intrinsics(msg)
-        except ValueError as exc:
-            self.get_logger().warning(str(exc), throttle_duration_sec=10.0)
-            return
-        worker.feed_camera_info(intrinsics, int(msg.width), int(msg.height))
-
-    def _on_proposals(self, msg: Proposals) -> None:
-        worker = self._active_worker()
-        if worker is None:
-            return
-        try:
-            boxes = conv.proposals_to_boxes(msg)
-        except ValueError as exc:
-            self.get_logger().warning(f'bad Proposals message: {exc}',
-                                      throttle_duration_sec=10.0)
-            return
-        worker.feed_proposals(conv.stamp_to_ns(msg.header.stamp), boxes)
 
     def _submit(self, job: GroundingJob) -> None:
         """Queue *job*, or answer it DROPPED at once when the node is not active."""
@@ -330,7 +256,7 @@ class ReclipNode(Node):
     def _on_ground(self, request: Ground.Request, response: Ground.Response):
         job = GroundingJob(request.expression, SOURCE_SERVICE, self._now_ns())
         if request.image.width > 0 and request.image.height > 0:
-            job.frame = self._frame(request.image, conv.image_to_rgb)
+            job.frame = self.inputs.frame(request.image, conv.image_to_rgb)
         if request.boxes:
             job.boxes = conv.rois_to_boxes(request.boxes)[0]
         self._submit(job)

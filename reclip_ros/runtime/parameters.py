@@ -140,6 +140,19 @@ def validate(name: str, value: Any) -> Optional[str]:
     return None
 
 
+def change_problem(name: str, value: Any, configured: bool) -> Optional[str]:
+    """Why parameter *name* cannot be set to *value* now (None: it can).
+
+    A parameter applied on configure can change only while the node is unconfigured.
+    """
+    problem = validate(name, value)
+    spec = SPECS.get(name)
+    if problem is None and spec is not None and spec.on_configure and configured:
+        problem = (f'{name} is applied on configure: deactivate and clean up the node, set '
+                   'it, then configure again')
+    return problem
+
+
 def validate_all(values: Mapping[str, Any]) -> Optional[str]:
     """Return the first problem among *values* (name -> value), or None."""
     for name, value in values.items():

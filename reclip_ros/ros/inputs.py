@@ -1,0 +1,107 @@
+"""The node's sensor inputs: colour (raw and compressed), depth, camera_info and proposals.
+
+Each subscription has its own callback group, so no input ever waits for another one, for
+a command, for the service, for the diagnostics timer or for a lifecycle transition. The
+callbacks only convert headers and hand the message to the worker (``feed_*``); images are
+decoded later, by the worker, when a command uses them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from reclip_ros.msg import Proposals
+from reclip_ros.ros import conversions as conv
+from reclip_ros.runtime.frame_buffer import Frame
+from reclip_ros.runtime.worker import DEPTH_HISTORY
+
+#: The topics a node subscribes to (besides ``command``), each in its own callback group.
+SENSOR_TOPICS = ('image', 'image/compressed', 'depth', 'camera_info', 'proposals')
+
+
+class SensorInputs:
+    """Creates the sensor subscriptions once, per the node's read-only parameters.
+
+    Args:
+        node: the rclpy node.
+        param: returns the current value of a node parameter.
+        active_worker: returns the worker while the node is active, else None (the input
+            is then dropped).
+        now_ns: the node's clock in nanoseconds.
+    """
+
+    def __init__(self, node: Any, param: Callable[[str], Any],
+                 active_worker: Callable[[], Optional[Any]], now_ns: Callable[[], int]) -> None:
+        self.node, self.param, self.active_worker, self.now_ns = (node, param, active_worker,
+                                                                  now_ns)
+        self.groups = {topic: MutuallyExclusiveCallbackGroup() for topic in SENSOR_TOPICS}
+        reliability = (QoSReliabilityPolicy.RELIABLE
+                       if param('image_qos_reliability') == 'reliable'
+                       else QoSReliabilityPolicy.BEST_EFFORT)
+        image_qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
+                               reliability=reliability)
+        # depth images are kept by stamp: take every one that arrives, not only the newest
+        depth_qos = QoSProfile(depth=DEPTH_HISTORY, history=qos_profile_sensor_data.history,
+                               reliability=reliability)
+        self.subscriptions = [self._sub(Image, 'image', self._on_image, image_qos)]
+        if param('subscribe_compressed'):
+            self.subscriptions.append(self._sub(CompressedImage, 'image/compressed',
+                                                self._on_compressed, image_qos))
+        if param('use_depth'):
+            self.subscriptions += [
+                self._sub(Image, 'depth', self._on_depth, depth_qos),
+                self._sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos)]
+        if param('use_proposals_topic'):
+            self.subscriptions.append(self._sub(Proposals, 'proposals', self._on_proposals, 10))
+
+    def _sub(self, msg_type, topic: str, callback, qos):
+        return self.node.create_subscription(msg_type, topic, callback, qos,
+                                             callback_group=self.groups[topic])
+
+    def frame(self, msg: Any, decoder: Callable) -> Frame:
+        """A :class:`Frame` of an image message, decoded (size-checked) on first use."""
+        return Frame(conv.stamp_to_ns(msg.header.stamp), self.now_ns(), msg.header,
+                     functools.partial(decoder, msg, max_pixels=self.param('max_image_pixels')))
+
+    def _on_image(self, msg: Image) -> None:
+        worker = self.active_worker()
+        if worker is not None:
+            worker.feed_image(self.frame(msg, conv.image_to_rgb))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        worker = self.active_worker()
+        if worker is not None:
+            worker.feed_image(self.frame(msg, conv.compressed_to_rgb))
+
+    def _on_depth(self, msg: Image) -> None:
+        worker = self.active_worker()
+        if worker is not None:
+            worker.feed_depth(self.frame(msg, conv.depth_image_to_meters))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        worker = self.active_worker()
+        if worker is None:
+            return
+        try:
+            intrinsics = conv.camera_info_to_intrinsics(msg)
+        except ValueError as exc:
+            self.node.get_logger().warning(str(exc), throttle_duration_sec=10.0)
+            return
+        worker.feed_camera_info(intrinsics, int(msg.width), int(msg.height))
+
+    def _on_proposals(self, msg: Proposals) -> None:
+        worker = self.active_worker()
+        if worker is None:
+            return
+        try:
+            boxes = conv.proposals_to_boxes(msg)
+        except ValueError as exc:
+            self.node.get_logger().warning(f'bad Proposals message: {exc}',
+                                           throttle_duration_sec=10.0)
+            return
+        worker.feed_proposals(conv.stamp_to_ns(msg.header.stamp), boxes)
