@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = ROOT / 'worlds' / 'tabletop.sdf'
 LAUNCH = ROOT / 'launch' / 'gazebo_demo.launch.py'
-NODE = ROOT / 'reclip_ros' / 'node.py'
+NODE = ROOT / 'reclip_ros' / 'ros' / 'node.py'
+NODE_INPUTS = ROOT / 'reclip_ros' / 'ros' / 'inputs.py'  # the sensor subscriptions
 
 # <topic>@<ROS type>[<gz type>   ('[' gz -> ROS, ']' ROS -> gz, '@' both ways)
 BRIDGE_RE = re.compile(r'^(?P<topic>/[\w/]+)@(?P<ros>\w+/msg/\w+)(?P<dir>[\[\]@])'
@@ -180,7 +181,7 @@ def _subscribed_topics(path: Path) -> set:
 def test_remapped_names_are_the_nodes_subscriptions():
     if not NODE.exists():
         pytest.fail('reclip_ros/ros/node.py is missing')
-    subscribed = _subscribed_topics(NODE)
+    subscribed = _subscribed_topics(NODE) | _subscribed_topics(NODE_INPUTS)
     remaps = dict(module_constants(LAUNCH)['RECLIP_REMAPPINGS'])
     missing = set(remaps) - subscribed
     assert not missing, f'the launch file remaps {missing}, the node subscribes {subscribed}'

@@ -48,20 +48,21 @@ class SensorInputs:
         # depth images are kept by stamp: take every one that arrives, not only the newest
         depth_qos = QoSProfile(depth=DEPTH_HISTORY, history=qos_profile_sensor_data.history,
                                reliability=reliability)
-        self.subscriptions = [self._sub(Image, 'image', self._on_image, image_qos)]
-        if param('subscribe_compressed'):
-            self.subscriptions.append(self._sub(CompressedImage, 'image/compressed',
-                                                self._on_compressed, image_qos))
-        if param('use_depth'):
-            self.subscriptions += [
-                self._sub(Image, 'depth', self._on_depth, depth_qos),
-                self._sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos)]
-        if param('use_proposals_topic'):
-            self.subscriptions.append(self._sub(Proposals, 'proposals', self._on_proposals, 10))
 
-    def _sub(self, msg_type, topic: str, callback, qos):
-        return self.node.create_subscription(msg_type, topic, callback, qos,
-                                             callback_group=self.groups[topic])
+        def sub(msg_type, topic: str, callback, qos):
+            return node.create_subscription(msg_type, topic, callback, qos,
+                                            callback_group=self.groups[topic])
+
+        self.subscriptions = [sub(Image, 'image', self._on_image, image_qos)]
+        if param('subscribe_compressed'):
+            self.subscriptions.append(sub(CompressedImage, 'image/compressed',
+                                          self._on_compressed, image_qos))
+        if param('use_depth'):
+            self.subscriptions += [sub(Image, 'depth', self._on_depth, depth_qos),
+                                   sub(CameraInfo, 'camera_info', self._on_camera_info,
+                                       image_qos)]
+        if param('use_proposals_topic'):
+            self.subscriptions.append(sub(Proposals, 'proposals', self._on_proposals, 10))
 
     def frame(self, msg: Any, decoder: Callable) -> Frame:
         """A :class:`Frame` of an image message, decoded (size-checked) on first use."""
