@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / 'reclip_ros'
 CORE = PACKAGE / 'core'
@@ -44,14 +46,15 @@ def _is_ros(name: str) -> bool:
     return any(name == m or name.startswith(m + '.') for m in ROS_MODULES)
 
 
-def test_core_sources_import_no_ros():
+@pytest.mark.parametrize('folder', [CORE, RUNTIME], ids=['core', 'runtime'])
+def test_core_and_runtime_sources_import_no_ros(folder):
     offenders = []
-    for path in sorted(CORE.rglob('*.py')):
+    for path in sorted(folder.rglob('*.py')):
         bad = sorted({m for m in _imported_modules(path) if _is_ros(m)})
         if bad:
             offenders.append(f'{path.relative_to(ROOT)}: {bad}')
-    assert CORE.is_dir() and list(CORE.glob('*.py')), 'reclip_ros/core has no modules'
-    assert not offenders, 'the ROS-free core imports ROS modules:\n' + '\n'.join(offenders)
+    assert folder.is_dir() and list(folder.glob('*.py')), f'{folder} has no modules'
+    assert not offenders, f'{folder.name} imports ROS modules:\n' + '\n'.join(offenders)
 
 
 def _module_name(path: Path) -> str:
@@ -59,16 +62,6 @@ def _module_name(path: Path) -> str:
     if parts[-1] == '__init__':
         parts = parts[:-1]
     return '.'.join(parts)
-
-
-def test_runtime_sources_import_no_ros():
-    offenders = []
-    for path in sorted(RUNTIME.rglob('*.py')):
-        bad = sorted({m for m in _imported_modules(path) if _is_ros(m)})
-        if bad:
-            offenders.append(f'{path.relative_to(ROOT)}: {bad}')
-    assert list(RUNTIME.glob('*.py')), 'reclip_ros/runtime has no modules'
-    assert not offenders, 'the runtime imports ROS modules:\n' + '\n'.join(offenders)
 
 
 def _folder_of(module: str):
@@ -131,3 +124,26 @@ def test_hand_written_init_only_extends_path():
     names = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
              if isinstance(t, ast.Name)}
     assert names <= {'__path__'}
+
+
+def _worker_attributes(path: Path) -> set:
+    """Attributes read on ``worker`` / ``self.worker`` in *path*."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            base = node.value
+            if (isinstance(base, ast.Name) and base.id == 'worker') or (
+                    isinstance(base, ast.Attribute) and base.attr == 'worker'):
+                names.add(node.attr)
+    return names
+
+
+def test_the_ros_adapters_call_worker_methods_only():
+    """The node reaches the worker through its methods, never through its data."""
+    from reclip_ros.runtime.worker import GroundingWorker
+    used = set()
+    for path in sorted((PACKAGE / 'ros').glob('*.py')):
+        used |= _worker_attributes(path)
+    assert {'submit', 'feed_image', 'update_settings'} <= used  # the checker sees them
+    data = sorted(a for a in used if not callable(getattr(GroundingWorker, a, None)))
+    assert not data, f'the ROS adapters touch worker data: {data}'
