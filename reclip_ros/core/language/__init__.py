@@ -1,5 +1,8 @@
-"""Language: expressions to trees.
+"""Language: expressions to trees, one module per concern.
 
-The expression tree, the spaCy parser (extended mode) and the authors' extraction (paper
-mode).
+:mod:`.expression_tree` (the tree), :mod:`.parsing` (:class:`ExpressionParser`, extended
+mode), :mod:`.spoken` (vocatives, fillers, repeated words, relation wordings),
+:mod:`.commands` (the expression inside a robot command), :mod:`.extraction` (keyword
+labels and the entity tree from the dependency parse), :mod:`.spacy_pipeline` (loading
+spaCy once) and :mod:`.paper_extraction` (the authors' extraction, paper mode).
 """
