@@ -126,6 +126,11 @@ def test_command_line_options_match_the_definition(module_name):
     assert declared <= seen | {'methods'}, (module_name, declared - seen)
 
 
+def test_reclip_ground_offers_every_setting_with_a_flag():
+    flags = {f for a in _actions(_parser('reclip_ros.cli.ground'), []) for f in a.option_strings}
+    assert {o.flag for o in OPTIONS if o.flag} <= flags
+
+
 def test_a_new_option_reaches_the_node_and_the_command_line(monkeypatch):
     """The generators take any row: one more Option is one more parameter and flag."""
     knob = Option('new_knob', 7, 'a knob added in one place', min_value=0, max_value=10,
@@ -156,3 +161,38 @@ def test_each_default_is_written_once_in_the_package():
                  re.finditer(re.escape(literal), text)]
         assert len(where) == count, (literal, where)
         assert where == ['reclip_ros/core/config.py'], (literal, where)
+
+
+def test_command_line_values_are_checked_against_the_option_ranges():
+    parser = _parser('reclip_ros.cli.ground')
+    ok = parser.parse_args(['x.png', '-e', 'the cup', '--batch-size', '1024'])
+    assert cli_options.range_problem(ok, ('batch_size', 'max_proposals')) is None
+    low = parser.parse_args(['x.png', '-e', 'the cup', '--batch-size', '0'])
+    assert cli_options.range_problem(low, ('batch_size',)) == \
+        '--batch-size must be in [1, 1024], got 0'
+    nan = parser.parse_args(['x.png', '-e', 'the cup', '--detector-score-threshold', 'nan'])
+    assert 'detector-score-threshold' in cli_options.range_problem(
+        nan, ('detector_score_threshold',))
+
+
+def test_docs_cli_lists_every_ground_option_with_its_default():
+    row = re.compile(r'^\| `(--[a-z-]+)[^`]*` \| `?([^|`]*)`? \|')
+    shown = {}
+    for line in (ROOT / 'docs' / 'cli.md').read_text().splitlines():
+        match = row.match(line)
+        if match:
+            shown.setdefault(match[1], match[2].strip())
+    for action in _actions(_parser('reclip_ros.cli.ground'), []):
+        flags = [f for f in action.option_strings if f.startswith('--') and f != '--help']
+        option = next((o for o in OPTIONS if o.flag in flags), None)
+        if option is None:
+            continue
+        assert option.flag in shown, f'docs/cli.md does not list {option.flag}'
+        default = action.default if action.default is not None else \
+            option.external(option.default)
+        if isinstance(default, list):
+            default = ','.join(default)
+        if isinstance(default, float):
+            assert float(shown[option.flag]) == default, option.flag
+        else:
+            assert shown[option.flag] == str(default), (option.flag, shown[option.flag])

@@ -20,13 +20,12 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from reclip_ros.cli.options import add_config_arguments, config_values
-from reclip_ros.core.config import DEFAULT_DETECTOR
+from reclip_ros.cli.options import add_config_arguments, config_values, range_problem
+from reclip_ros.core.config import DEFAULT_DETECTOR, OPTIONS
 
-#: The settings ``reclip ground`` offers (flags generated from ``core/config.py``).
-SETTINGS = ('models', 'device', 'precision', 'spacy_model', 'detector', 'blur_sigma',
-            'size_prior', 'methods', 'center_offset', 'relations', 'max_proposals',
-            'max_image_pixels')
+#: The settings ``reclip ground`` offers: every setting that has a command-line flag
+#: (generated from ``core/config.py``; a new one appears here without an edit).
+SETTINGS = tuple(option.name for option in OPTIONS if option.flag)
 
 
 class CliInputError(Exception):
@@ -43,22 +42,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--boxes', metavar='BOXES.json',
                         help='candidate boxes: a JSON list of [x, y, width, height] in pixels '
                              '(or {"boxes": [...]}); without it the detector proposes')
-    add_config_arguments(parser, ('detector', 'models', 'device', 'precision', 'spacy_model',
-                                  'blur_sigma', 'size_prior', 'methods'),
-                         defaults={'detector': DEFAULT_DETECTOR},
+    add_config_arguments(parser, SETTINGS, defaults={'detector': DEFAULT_DETECTOR},
                          extra={'detector': {'help': 'proposal detector used when --boxes is '
                                              "not given; 'auto': OWLv2 base/16 on CUDA, "
                                              'OWL-ViT base/32 on CPU (default: auto)'}})
     parser.add_argument('--no-relations', action='store_true',
                         help='skip the spatial-relation resolver (plain region scoring)')
-    add_config_arguments(parser, ('max_proposals', 'max_image_pixels', 'relations'))
     parser.add_argument('--depth', metavar='DEPTH',
                         help='registered depth image: 16-bit PNG in millimetres (0 = invalid) '
                              'or .npy float array in metres; same size as the image')
     parser.add_argument('--intrinsics', nargs=4, type=float, metavar=('FX', 'FY', 'CX', 'CY'),
                         help='pinhole intrinsics in pixels; with --depth the result gets the '
                              '3D position of the object (camera optical frame, metres)')
-    add_config_arguments(parser, ('center_offset',))
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object per expression (one per line)')
     parser.add_argument('--save', metavar='OUT.png',
@@ -194,6 +189,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliInputError(f'--center-offset must be in [0, 2], got {args.center_offset}')
     if not math.isfinite(args.size_prior) or not 0 <= args.size_prior < 1:
         raise CliInputError(f'--size-prior must be in [0, 1), got {args.size_prior}')
+    problem = range_problem(args, SETTINGS)
+    if problem:
+        raise CliInputError(problem)
     if args.top_k < 0:
         raise CliInputError(f'--top-k must be >= 0, got {args.top_k}')
     methods = tuple(m.strip() for m in args.methods.split(',') if m.strip())

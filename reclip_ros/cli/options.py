@@ -7,6 +7,7 @@ come from the one definition (``test/test_config_drift.py`` checks every command
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from reclip_ros.core.config import option
@@ -72,3 +73,18 @@ def config_values(args: argparse.Namespace, names: Iterable[str],
             value = defaults.get(name, opt.default)
         values[name] = opt.internal(value)
     return values
+
+
+def range_problem(args: argparse.Namespace, names: Iterable[str]) -> Optional[str]:
+    """Why a numeric setting among *names* in *args* is out of its range, or None."""
+    for name in names:
+        opt = option(name)
+        value = getattr(args, dest(name), None)
+        if opt.kind not in (int, float) or value is None:
+            continue
+        low = -math.inf if opt.min_value is None else opt.min_value
+        high = math.inf if opt.max_value is None else opt.max_value
+        if not (math.isfinite(value) and low <= value <= high):
+            return f'{opt.flag} must be in [{low:g}, {high:g}], got {value}'
+    return None
+
