@@ -448,9 +448,12 @@ class GroundingWorker:
         return GroundingResult.failure(job.expression, status, message)
 
     def process(self, job: GroundingJob) -> JobOutcome:
-        """Ground *job* against its own frame or the newest one; return the outcome."""
+        """Ground *job* against its own frame or the newest one; return the outcome.
+
+        The steps: check the expression, choose the frame (with its depth), take its
+        proposals, decode the depth, ground, then put the frame remarks on the result.
+        """
         wait_ms = job.queue_wait_ms()
-        settings = self.settings
         problem = self._check_expression(job.expression)
         if problem:
             return JobOutcome(self.failure(job, Status.INVALID_COMMAND, problem),
@@ -458,21 +461,42 @@ class GroundingWorker:
         if job.source == SOURCE_TOPIC:
             self._last_command = job.expression
             self._last_continuous_key = None
-        # a frame sent with a service request is used as given; otherwise (topic commands
-        # and continuous re-groundings) the node's own frames, synchronised with side data
+        chosen = self._choose_frame(job)
+        if isinstance(chosen, str):
+            return JobOutcome(self.failure(job, Status.NO_IMAGE, chosen), queue_wait_ms=wait_ms)
+        frame, depth_frame, depth_expected, notes = chosen
+        try:
+            image = frame.decode()
+        except ValueError as exc:
+            return JobOutcome(self.failure(job, Status.BAD_IMAGE, str(exc)), frame, wait_ms)
+        boxes = self._boxes_for(job, frame)
+        if isinstance(boxes, str):
+            return JobOutcome(self.failure(job, Status.NO_PROPOSALS, boxes), frame, wait_ms)
+        if depth_frame is None and depth_expected:
+            notes.append(missing_depth_note(frame, self.depth, self.settings.sync()))
+        depth_m, intrinsics, depth_note = self._depth_for(depth_frame, image.shape[1],
+                                                          image.shape[0])
+        result = self.grounder.ground(image, job.expression, boxes=boxes, depth_m=depth_m,
+                                      intrinsics=intrinsics, frame_key=frame.key,
+                                      options=self.options())
+        return self._with_remarks(result, frame, notes, depth_note, wait_ms)
+
+    def _choose_frame(self, job: GroundingJob):
+        """(frame, depth frame, depth expected, notes) for *job*, or why there is no frame.
+
+        A frame sent with a service request is used as given; otherwise (topic commands
+        and continuous re-groundings) the node's own frames, synchronised with side data.
+        """
+        settings = self.settings
         own_frame = job.frame is not None and job.source != SOURCE_CONTINUOUS
         frame: Optional[Frame] = job.frame if job.frame is not None else self.frames.get()
         if frame is None:
-            return JobOutcome(self.failure(job, Status.NO_IMAGE,
-                                           'no image has been received yet'),
-                              queue_wait_ms=wait_ms)
+            return 'no image has been received yet'
         if job.frame is None and settings.max_image_age > 0:
             age = frame.age_s(self.now_ns())
             if age > settings.max_image_age:
-                return JobOutcome(self.failure(
-                    job, Status.NO_IMAGE,
-                    f'the newest image is {age:.2f} s old (max_image_age '
-                    f'{settings.max_image_age:g} s)'), queue_wait_ms=wait_ms)
+                return (f'the newest image is {age:.2f} s old (max_image_age '
+                        f'{settings.max_image_age:g} s)')
         sync = settings.sync()
         if own_frame:
             depth_frame = self.depth.match(frame.stamp_ns, sync.depth_max_skew)
@@ -484,27 +508,24 @@ class GroundingWorker:
             notes = [choice.note] if choice.note else []
         if job.source == SOURCE_CONTINUOUS:
             notes.insert(0, 'continuous: re-grounding of the last command')
-        try:
-            image = frame.decode()
-        except ValueError as exc:
-            return JobOutcome(self.failure(job, Status.BAD_IMAGE, str(exc)), frame, wait_ms)
-        boxes = job.boxes
-        if boxes is None:
-            boxes = self.proposals.match(frame.stamp_ns, settings.proposals_max_skew)
-            if boxes is None and not settings.has_detector:
-                return JobOutcome(self.failure(
-                    job, Status.NO_PROPOSALS,
-                    f'no Proposals message within proposals_max_skew='
+        return frame, depth_frame, depth_expected, notes
+
+    def _boxes_for(self, job: GroundingJob, frame: Frame):
+        """The job's own boxes, the frame's Proposals, None (the detector), or why none."""
+        if job.boxes is not None:
+            return job.boxes
+        settings = self.settings
+        boxes = self.proposals.match(frame.stamp_ns, settings.proposals_max_skew)
+        if boxes is None and not settings.has_detector:
+            return (f'no Proposals message within proposals_max_skew='
                     f'{settings.proposals_max_skew:g} s of the image stamp '
-                    f'({len(self.proposals)} recent) and no detector is configured'),
-                    frame, wait_ms)
-        if depth_frame is None and depth_expected:
-            notes.append(missing_depth_note(frame, self.depth, sync))
-        depth_m, intrinsics, depth_note = self._depth_for(depth_frame, image.shape[1],
-                                                          image.shape[0])
-        result = self.grounder.ground(image, job.expression, boxes=boxes, depth_m=depth_m,
-                                      intrinsics=intrinsics, frame_key=frame.key,
-                                      options=self.options())
+                    f'({len(self.proposals)} recent) and no detector is configured')
+        return boxes
+
+    @staticmethod
+    def _with_remarks(result: GroundingResult, frame: Frame, notes: list, depth_note: str,
+                      wait_ms: float) -> JobOutcome:
+        """The outcome of a grounding, with the frame's remarks on an OK result."""
         if result.status != Status.OK:
             # remarks about the frame go on OK results only; a failure says what failed,
             # and only failures about a frame keep the frame (and its header)
@@ -514,7 +535,7 @@ class GroundingWorker:
                                              message='; '.join(continuous + [result.message]))
             return JobOutcome(result, frame if result.status in FRAME_STATUSES else None,
                               wait_ms)
-        notes += [n for n in (result.message, depth_note) if n]
+        notes = notes + [n for n in (result.message, depth_note) if n]
         if notes:
             result = dataclasses.replace(result, message='; '.join(notes))
         return JobOutcome(result, frame, wait_ms)
