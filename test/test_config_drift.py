@@ -196,3 +196,12 @@ def test_docs_cli_lists_every_ground_option_with_its_default():
             assert float(shown[option.flag]) == default, option.flag
         else:
             assert shown[option.flag] == str(default), (option.flag, shown[option.flag])
+
+
+def test_node_per_call_options_come_from_the_parameters():
+    values = {spec.name: spec.default for spec in parameters.PARAMETERS}
+    values.update(use_relations=False, size_prior=0.25, relations='paper')
+    options = parameters.grounding_options(values)
+    assert (options.use_relations, options.size_prior, options.relations) == \
+        (False, 0.25, 'paper')
+    assert options.methods == GroundingOptions().methods

@@ -170,8 +170,17 @@ def grounder_config(values: Mapping[str, Any]):
 
 
 def grounding_options(values: Mapping[str, Any]):
-    """The per-call :class:`~reclip_ros.core.config.GroundingOptions` of parameter *values*."""
-    from reclip_ros.core.config import GroundingOptions
-    return GroundingOptions(use_relations=bool(values['use_relations']),
-                            size_prior=float(values['size_prior']),
-                            relations=str(values['relations']))
+    """The per-call :class:`~reclip_ros.core.config.GroundingOptions` of parameter *values*.
+
+    Every ``GroundingOptions`` field that is a node parameter is taken from *values* (the
+    isolation methods stay the configured ones).
+    """
+    from dataclasses import fields
+
+    from reclip_ros.core.config import OPTION_BY_NAME, GroundingOptions
+    kwargs = {}
+    for field in fields(GroundingOptions):
+        option = OPTION_BY_NAME.get(field.name)
+        if field.name != 'methods' and option is not None and option.parameter in values:
+            kwargs[field.name] = option.internal(values[option.parameter])
+    return GroundingOptions(**kwargs)
