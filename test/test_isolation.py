@@ -185,3 +185,52 @@ def test_clip_model_takes_the_checkpoints_resize_filter(tmp_path, tiny_clip_dir)
     config['resample'] = 2
     config_path.write_text(json.dumps(config))
     assert ClipModel.load(str(other), device='cpu').resample == 2
+
+
+def _random_boxes(rng, w, h, n):
+    boxes = []
+    for _ in range(n):
+        bw, bh = rng.uniform(1, w * 0.6), rng.uniform(1, h * 0.6)
+        boxes.append(Box(rng.uniform(-10, w - bw), rng.uniform(-10, h - bh), bw, bh))
+    boxes += [Box(0, 0, w, h), Box(w - 3, h - 2, 3, 2), Box(0, 0, 1, 1)]  # whole, corner
+    return boxes
+
+
+@pytest.mark.parametrize('resample', [2, 3])
+@pytest.mark.parametrize('shape', [(480, 640), (96, 128), (40, 50)])
+def test_blur_isolations_resized_around_each_box_match_the_whole_frame_resize(shape,
+                                                                             resample):
+    """Equal to PIL's resize of the whole composite within one grey level.
+
+    The reference is ``isolate_blur`` then ``resize_square``. The sub-region resize may
+    differ by one grey level on a few pixels (Pillow's filter positions in floating point),
+    nowhere by more. Shrinking (640x480, 128x96) and enlarging (50x40) to 64 px.
+    """
+    h, w = shape
+    image = _natural_image(max(h, w))[:h, :w]
+    blurred = blur_frame(image, 10.0)
+    boxes = _random_boxes(np.random.default_rng(h), w, h, 25)
+    fast = isolation.resize_blur_isolations(image, blurred, boxes, 64, resample)
+    differing = 0
+    for box, got in zip(boxes, fast):
+        want = resize_square(isolate_blur(image, blurred, box), 64, resample)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.max() <= 1, box
+        differing += int(np.count_nonzero(diff))
+    assert differing <= 0.005 * len(boxes) * 64 * 64 * 3
+    # the sharp box really is inside: a box's resized isolation differs from the blur's
+    base = resize_square(blurred, 64, resample)
+    assert np.abs(fast[0].astype(int) - base).max() > 10
+
+
+def test_normalise_batch_is_the_float32_formula_bit_for_bit():
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (9, 9, 3), dtype=np.uint8) for _ in range(4)]
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    got = isolation.normalise_batch(images, mean, std)
+    stack = np.stack(images).astype(np.float32) / np.float32(255.0)
+    want = ((stack - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+    want = want.transpose(0, 3, 1, 2)
+    assert got.dtype == np.float32 and got.flags['C_CONTIGUOUS']
+    assert np.array_equal(got, want)

@@ -25,8 +25,8 @@ import torch
 
 from reclip_ros.core.images import validate_image
 from reclip_ros.core.isolation import (DEFAULT_BLUR_SIGMA, ISOLATION_METHODS, blur_frame,
-                                       isolate_all, isolate_blur, isolate_crop,
-                                       normalise_batch, resize_square)
+                                       isolate_all, isolate_crop, normalise_batch,
+                                       resize_blur_isolations, resize_square)
 from reclip_ros.core.types import Box, Interrupted
 
 PROMPT_PREFIX = 'a photo of '
@@ -218,20 +218,22 @@ class RegionScorer:
     def model_inputs(self, image: np.ndarray, boxes: Sequence[Box]) -> Dict[tuple, np.ndarray]:
         """Every box isolated with every method, as one normalised batch per input spec.
 
-        Rows are method-major (all crops, then all blurs). Each isolation is resized to the
-        models' input size as soon as it is made, so at most one full-size isolation exists
-        at a time: memory does not grow with the frame size times the number of boxes.
+        Rows are method-major (all crops, then all blurs). Each crop is resized to the
+        models' input size as soon as it is made, and a blur isolation is never built at
+        full size (:func:`resize_blur_isolations` recomputes only the resized pixels near
+        its box): memory does not grow with the frame size times the number of boxes.
         """
         specs = list(dict.fromkeys(_input_spec(m) for m in self.models))
         resized: Dict[tuple, list] = {spec: [] for spec in specs}
         blurred = blur_frame(image, self.blur_sigma) if 'blur' in self.methods else None
         for method in self.methods:
-            for box in boxes:
-                isolated = (isolate_crop(image, box) if method == 'crop'
-                            else isolate_blur(image, blurred, box))
-                for spec in specs:
-                    resized[spec].append(resize_square(isolated, spec[0], spec[3]))
-                del isolated
+            for spec in specs:
+                if method == 'crop':
+                    resized[spec] += [resize_square(isolate_crop(image, box), spec[0], spec[3])
+                                      for box in boxes]
+                else:
+                    resized[spec] += resize_blur_isolations(image, blurred, boxes, spec[0],
+                                                            spec[3])
         return {spec: normalise_batch(resized[spec], spec[1], spec[2]) for spec in specs}
 
     def chunk_size(self, total: int) -> int:
