@@ -79,8 +79,13 @@ def test_int8_clip_model_loads_scores_and_ranks_like_fp32(tiny_clip_dir):
     fp32 = ClipModel.load(tiny_clip_dir, device='cpu', precision='fp32')
     q = ClipModel.load(tiny_clip_dir, device='cpu', precision='int8')
     assert q.quantized and 'int8' in q.describe()
-    layers = [m for m in q.model.modules() if isinstance(m, Int8Linear)]
-    assert len(layers) == sum(type(m) is nn.Linear for m in fp32.model.modules()) > 0
+    # every linear layer computes in int8 (q, k and v as one product) and so does the
+    # patch convolution
+    assert not any(type(m) is nn.Linear for m in q.model.modules())
+    shared = [m for m in q.model.modules() if isinstance(m, int8.Int8SharedProjection)]
+    attention = [m for m in fp32.model.modules() if hasattr(m, 'q_proj')]
+    assert len(shared) == 3 * len(attention) > 0
+    assert isinstance(q.model.vision_model.embeddings.patch_embedding, int8.Int8PatchEmbedding)
     rng = np.random.default_rng(1)
     pixels = rng.normal(size=(12, 3, q.image_size, q.image_size)).astype(np.float32)
     texts = ['a photo of the red mug', 'a photo of a laptop', 'a photo of a green cube']
@@ -132,3 +137,55 @@ def test_a_failing_compiled_quantiser_falls_back_to_eager(monkeypatch):
     codes, _, _ = int8.quantize_activations(x)
     assert torch.equal(codes, int8._quantize_eager(x)[0])
     assert int8._QUANTIZE is int8._quantize_eager
+
+
+def test_q_k_v_share_one_product_and_each_equals_the_quantised_arithmetic():
+    """q, k and v of one input come from one quantisation and one stacked product."""
+    torch.manual_seed(4)
+    layers = [nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 16)]
+    holder = nn.Module()
+    for name, layer in zip(int8.QKV_NAMES, layers):
+        setattr(holder, name, layer)
+    assert quantize_linears(holder) == 3
+    x = torch.randn(2, 5, 32)
+    stacked_w = torch.cat([m.weight for m in layers])
+    stacked_b = torch.cat([m.bias for m in layers])
+    want = _reference_int8_linear(x.reshape(-1, 32), stacked_w, stacked_b).reshape(2, 5, 80)
+    want = want.split([32, 32, 16], dim=-1)
+    with torch.inference_mode():
+        got = [getattr(holder, name)(x) for name in int8.QKV_NAMES]
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g.double(), w, atol=1e-4, rtol=1e-4)
+        # a layer called on another input computes for that input, not the kept one
+        other = torch.randn(3, 32) * 4
+        k_alone = holder.k_proj(other)
+        want_k = _reference_int8_linear(other, layers[1].weight, layers[1].bias)
+        # the stacked product quantises the weights per row: k's rows are k's own
+        torch.testing.assert_close(k_alone.double(), want_k, atol=1e-4, rtol=1e-4)
+        # the same tensor object again after a full q, k, v round computes afresh too
+        again = [getattr(holder, name)(x) for name in int8.QKV_NAMES]
+        for g, a in zip(got, again):
+            assert torch.equal(g, a)
+
+
+def test_patch_convolution_is_an_int8_product_of_the_flattened_patches():
+    """Reference: torch's convolution (fp32) and the quantised arithmetic on patches."""
+    torch.manual_seed(5)
+    conv = nn.Conv2d(3, 24, kernel_size=8, stride=8, bias=False)
+    layer = int8.Int8PatchEmbedding(conv)
+    x = torch.randn(2, 3, 32, 40)
+    with torch.inference_mode():
+        got = layer(x)
+        exact = conv(x)
+    assert got.shape == exact.shape == (2, 24, 4, 5)
+    patches = torch.nn.functional.unfold(x, kernel_size=8, stride=8)  # (B, 3*8*8, 20)
+    want = _reference_int8_linear(patches.transpose(1, 2).reshape(-1, 192),
+                                  conv.weight.reshape(24, -1), torch.zeros(24))
+    want = want.reshape(2, 20, 24).transpose(1, 2).reshape(2, 24, 4, 5)
+    torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)
+    err = (got - exact).abs().max() / exact.abs().max()
+    assert 0 < err < 0.03
+    # only a plain patchifying convolution qualifies
+    assert int8.Int8PatchEmbedding.applies_to(conv)
+    assert not int8.Int8PatchEmbedding.applies_to(nn.Conv2d(3, 8, 3, stride=3, padding=1))
+    assert not int8.Int8PatchEmbedding.applies_to(nn.Conv2d(3, 8, 4, stride=2))
