@@ -41,6 +41,7 @@ def test_bench_command_json(tiny_clip_dir, capsys):
     assert report['relational_via'].startswith('emulated')
     (ranking,) = report['ranking_vs_fp32']
     assert 0.0 <= ranking['top1_agreement'] <= 1.0
+    assert 0.0 <= ranking['fp32_margin_min'] <= ranking['fp32_margin_median']
     assert -1.0 <= ranking['kendall_min'] <= ranking['kendall_mean'] <= 1.0
 
 
@@ -79,3 +80,13 @@ def test_bench_measures_a_detector_per_frame(tiny_owlv2_dir, tiny_clip_dir, caps
     (det,) = report['detector_results']
     assert det['detector'] == tiny_owlv2_dir and det['model_type'] == 'owlv2'
     assert det['input_size'] == 64 and det['frame_ms'] > 0 and det['precision'] == 'float32'
+
+
+def test_ranking_check_of_a_model_against_itself_agrees_fully(tiny_clip_dir):
+    from reclip_ros.core.models import ClipModel
+    from reclip_ros.tools.benchmark import BenchConfig, compare_rankings
+    model = ClipModel.load(tiny_clip_dir, device='cpu', precision='fp32')
+    out = compare_rankings([model], [model], BenchConfig(ranking_frames=2), 5)
+    assert out['comparisons'] == 12 and out['top1_agreement'] == 1.0
+    assert out['max_abs_logit_diff'] == 0.0 and out['spearman_min'] == pytest.approx(1.0)
+    assert 0.0 < out['fp32_margin_min'] <= out['fp32_margin_median']

@@ -306,7 +306,7 @@ def compare_rankings(models: list, reference: list, config: BenchConfig,
 
     low = RegionScorer(models, batch_size=config.batch_size)
     high = RegionScorer(reference, batch_size=config.batch_size)
-    top1, rhos, taus, max_abs = [], [], [], []
+    top1, rhos, taus, max_abs, margins = [], [], [], [], []
     for k in range(config.ranking_frames):
         seed = 777 + k
         image = synthetic_frame(config.width, config.height, seed)
@@ -318,13 +318,19 @@ def compare_rankings(models: list, reference: list, config: BenchConfig,
             rhos.append(spearman(a, b))
             taus.append(kendall_tau(a, b))
             max_abs.append(float(np.max(np.abs(a - b))))
+            ordered = np.sort(b)
+            margins.append(float(ordered[-1] - ordered[-2]) if len(b) > 1 else float('inf'))
     low.close(unload_models=False)
     high.close(unload_models=False)
     return {'proposals': n, 'comparisons': len(top1),
             'top1_agreement': float(np.mean(top1)),
             'spearman_mean': float(np.mean(rhos)), 'spearman_min': float(np.min(rhos)),
             'kendall_mean': float(np.mean(taus)), 'kendall_min': float(np.min(taus)),
-            'max_abs_logit_diff': float(np.max(max_abs))}
+            'max_abs_logit_diff': float(np.max(max_abs)),
+            # how close fp32's own first two boxes are: a top-1 that fp32 separates by less
+            # than the precision's logit error can flip whatever the rounding
+            'fp32_margin_median': float(np.median(margins)),
+            'fp32_margin_min': float(np.min(margins))}
 
 
 def run_benchmark(config: BenchConfig,
@@ -484,5 +490,7 @@ def format_table(report: dict) -> str:
             f"  N={r['proposals']}: top-1 agreement {r['top1_agreement']:.3f} over "
             f"{r['comparisons']} expressions, Spearman mean {r['spearman_mean']:.4f} "
             f"(min {r['spearman_min']:.4f}), Kendall mean {r['kendall_mean']:.4f} "
-            f"(min {r['kendall_min']:.4f}), max |logit diff| {r['max_abs_logit_diff']:.3f}")
+            f"(min {r['kendall_min']:.4f}), max |logit diff| {r['max_abs_logit_diff']:.3f}; "
+            f"fp32 top-1 margin over the second box: median {r['fp32_margin_median']:.4f}, "
+            f"min {r['fp32_margin_min']:.4f}")
     return '\n'.join(lines)
