@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument('--output-logit-scale', type=float, default=d.output_logit_scale,
                         help='logit scale stored in the saved model (0 = the trained one; '
                              f'default {d.output_logit_scale})')
+    parser.add_argument('--kind-loss-weight', type=float, default=d.kind_loss_weight,
+                        help='weight of the auxiliary loss of each image against one caption '
+                             f'per kind (0 = off; default {d.kind_loss_weight})')
     spec = ModelSpec()
     parser.add_argument('--image-size', type=int, default=spec.image_size,
                         help=f'model input size in pixels (default {spec.image_size})')
@@ -67,7 +70,8 @@ def main(argv=None) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       seed=args.seed, threads=args.threads, workers=args.workers,
                       cache_dir=args.cache_dir or None, max_minutes=args.max_minutes,
-                      output_logit_scale=args.output_logit_scale, max_steps=args.max_steps)
+                      output_logit_scale=args.output_logit_scale, max_steps=args.max_steps,
+                      kind_loss_weight=args.kind_loss_weight)
     spec = replace(spec, image_size=args.image_size, patch_size=args.patch_size)
     info = train(args.out, cfg, spec, log=lambda m: print(m, flush=True))
     acc = info['held_out_retrieval']
