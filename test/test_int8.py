@@ -55,7 +55,7 @@ def test_int8_linear_without_bias_and_with_an_all_zero_input():
 
 def test_compiled_and_eager_quantisation_give_the_same_codes():
     x = torch.randn(33, 17) * 3 + 1
-    codes, scale, zp = int8._quantizer("none")(x)
+    codes, scale, zp = int8._quantizer()(x)
     want_codes, want_scale, want_zp = int8._quantize_eager(x)
     assert torch.equal(codes, want_codes)
     assert float(scale) == pytest.approx(float(want_scale))
@@ -118,42 +118,25 @@ def test_quick_gelu_mlp_is_fused_and_computes_the_same_function():
 
     torch.manual_seed(1)
     mlp = MLP()
-    mlp.fc2_weight, mlp.fc2_bias = mlp.fc2.weight.detach().clone(), mlp.fc2.bias.detach().clone()
     x = torch.randn(5, 32)
     with torch.inference_mode():
         exact = mlp(x)
         assert quantize_linears(mlp) == 2
-        assert isinstance(mlp.activation_fn, nn.Identity)
-        assert mlp.fc2.input_activation == 'quick_gelu'
+        assert isinstance(mlp.activation_fn, nn.Identity) and mlp.fc1.post_op == 'swish'
         got = mlp(x)
     err = (got - exact).abs().max() / exact.abs().max()
     assert err < 0.03
-    # fc2 quantises quick_gelu(fc1(x)), written out here, over its own range
-    with torch.inference_mode():
-        h = mlp.fc1(x)
-        gelu = h * torch.sigmoid(1.702 * h)
-        want = _reference_int8_linear(gelu, mlp.fc2_weight, mlp.fc2_bias)
-        torch.testing.assert_close(mlp.fc2(h).double(), want, atol=1e-4, rtol=1e-4)
-
-
-def test_compiled_and_eager_activation_quantisers_give_the_same_codes():
-    x = torch.randn(40, 24) * 3
-    codes, scale, zp = int8.quantize_activations(x, 'quick_gelu')
-    want = int8._quantize_eager(x * torch.sigmoid(1.702 * x))
-    assert torch.equal(codes, want[0]) and float(zp) == float(want[2])
-    with pytest.raises(ValueError, match='unknown input activation'):
-        Int8Linear(nn.Linear(4, 4), input_activation='relu')
 
 
 def test_a_failing_compiled_quantiser_falls_back_to_eager(monkeypatch):
     def broken(x):
         raise RuntimeError('no compiler for this shape')
 
-    monkeypatch.setitem(int8._QUANTIZERS, 'none', broken)
+    monkeypatch.setattr(int8, '_QUANTIZE', broken)
     x = torch.randn(6, 5)
     codes, _, _ = int8.quantize_activations(x)
     assert torch.equal(codes, int8._quantize_eager(x)[0])
-    assert int8._QUANTIZERS['none'] is int8._quantize_eager
+    assert int8._QUANTIZE is int8._quantize_eager
 
 
 def test_q_k_v_share_one_product_and_each_equals_the_quantised_arithmetic():

@@ -46,12 +46,12 @@ Only CPU tensors are supported; :func:`int8_unavailable` says why int8 cannot be
 from __future__ import annotations
 
 import threading
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
 
-_QUANTIZERS: Dict[str, Callable] = {}
+_QUANTIZE: Optional[Callable] = None
 _QUANTIZE_LOCK = threading.Lock()
 
 
@@ -84,55 +84,42 @@ def _quantize_eager(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.
     return codes, scale, zero_point
 
 
-QUICK_GELU_FACTOR = 1.702  # CLIP's MLP activation: x * sigmoid(1.702 x)
-
-
-def _quick_gelu_quantize_eager(x: torch.Tensor
-                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_quantize_eager` of ``x * sigmoid(1.702 x)`` (the MLP's activation)."""
-    return _quantize_eager(x * torch.sigmoid(QUICK_GELU_FACTOR * x))
-
-
-#: Input activations a layer can apply inside its quantisation, by name.
-INPUT_ACTIVATIONS = {'none': _quantize_eager, 'quick_gelu': _quick_gelu_quantize_eager}
-
-
-def _quantizer(activation: str = 'none') -> Callable:
+def _quantizer() -> Callable:
+    global _QUANTIZE
     with _QUANTIZE_LOCK:
-        if activation not in _QUANTIZERS:
-            _QUANTIZERS[activation] = _compiled_or_eager(INPUT_ACTIVATIONS[activation])
-        return _QUANTIZERS[activation]
+        if _QUANTIZE is None:
+            _QUANTIZE = _compiled_or_eager()
+        return _QUANTIZE
 
 
-def quantize_activations(x: torch.Tensor, activation: str = 'none'
-                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Quantise *x* (:func:`_quantize_eager`) after *activation*, compiled when possible.
+def quantize_activations(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantise *x* (:func:`_quantize_eager`), compiled when possible.
 
     A compiled call that fails (e.g. a recompilation for a new shape without a working
     compiler) switches to the eager function for good; both give the same integers.
     """
-    quantize = _quantizer(activation)
-    eager = INPUT_ACTIVATIONS[activation]
-    if quantize is eager:
+    global _QUANTIZE
+    quantize = _quantizer()
+    if quantize is _quantize_eager:
         return quantize(x)
     try:
         return quantize(x)
     except Exception:  # noqa: BLE001 - same integers from the eager function
         with _QUANTIZE_LOCK:
-            _QUANTIZERS[activation] = eager
-        return eager(x)
+            _QUANTIZE = _quantize_eager
+        return _quantize_eager(x)
 
 
-def _compiled_or_eager(eager: Callable) -> Callable:
+def _compiled_or_eager() -> Callable:
     try:
-        compiled = torch.compile(eager, dynamic=True)
+        compiled = torch.compile(_quantize_eager, dynamic=True)
         probe = torch.linspace(-3.0, 5.0, 64).reshape(4, 16)
-        got, want = compiled(probe), eager(probe)
+        got, want = compiled(probe), _quantize_eager(probe)
         if torch.equal(got[0], want[0]):
             return compiled
     except Exception:  # noqa: BLE001 - no compiler, unsupported platform: stay eager
         pass
-    return eager
+    return _quantize_eager
 
 
 class Int8Linear(nn.Module):
@@ -142,16 +129,15 @@ class Int8Linear(nn.Module):
         linear: the fp32 layer to replace; its weight and bias are copied and quantised.
     """
 
-    def __init__(self, linear: nn.Linear, input_activation: str = 'none') -> None:
+    def __init__(self, linear: nn.Linear, pre_scale: float = 1.0, post_op: str = 'none',
+                 input_scale: float = 1.0) -> None:
         super().__init__()
-        if input_activation not in INPUT_ACTIVATIONS:
-            raise ValueError(f'unknown input activation {input_activation!r}; use one of '
-                             f'{sorted(INPUT_ACTIVATIONS)}')
-        weight = linear.weight.detach().to(torch.float32)
+        weight = linear.weight.detach().to(torch.float32) * pre_scale
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / WEIGHT_LEVELS
         codes = torch.round(weight / scale[:, None]).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
         codes = codes.to(torch.int8)
-        self.input_activation = input_activation
+        scale = scale * input_scale
+        self.post_op = post_op
         self.in_features = int(linear.in_features)
         self.out_features = int(linear.out_features)
         self.register_buffer('packed_weight', torch.ops.onednn.qlinear_prepack(codes, None),
@@ -161,23 +147,23 @@ class Int8Linear(nn.Module):
                              persistent=False)
         bias = linear.bias
         self.register_buffer('bias', None if bias is None
-                             else bias.detach().to(torch.float32), persistent=False)
+                             else bias.detach().to(torch.float32) * pre_scale,
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``act(x) @ W.T + b`` with ``act(x)`` quantised to uint8 over its own range."""
+        """``x @ W.T + b`` with *x* quantised to uint8 over its own range."""
         shape = x.shape
         flat = x.reshape(-1, self.in_features).to(torch.float32)
-        codes, scale, zero_point = quantize_activations(flat, self.input_activation)
+        codes, scale, zero_point = quantize_activations(flat)
         out = torch.ops.onednn.qlinear_pointwise(
             codes, float(scale), int(zero_point), self.packed_weight, self.weight_scale,
-            self.weight_zero_point, self.bias, 1.0, 0, torch.float32, 'none', [], '')
+            self.weight_zero_point, self.bias, 1.0, 0, torch.float32, self.post_op, [], '')
         return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         """Sizes, for ``print(model)``."""
         return (f'in_features={self.in_features}, out_features={self.out_features}, int8'
-                + (f', input_activation={self.input_activation}'
-                   if self.input_activation != 'none' else ''))
+                + (f', post_op={self.post_op}' if self.post_op != 'none' else ''))
 
 
 class _SharedInput:
@@ -283,6 +269,8 @@ class Int8PatchEmbedding(nn.Module):
 
 QKV_NAMES = ('q_proj', 'k_proj', 'v_proj')
 
+QUICK_GELU_FACTOR = 1.702  # x * sigmoid(1.702 x) = swish(1.702 x) / 1.702
+
 
 def _is_quick_gelu(module) -> bool:
     return type(module).__name__ == 'QuickGELUActivation'
@@ -291,10 +279,8 @@ def _is_quick_gelu(module) -> bool:
 def quantize_linears(model: nn.Module) -> int:
     """Replace every ``nn.Linear`` inside *model* (on CPU, fp32) by :class:`Int8Linear`.
 
-    An MLP of the form ``fc2(quick_gelu(fc1(x)))`` (CLIP's) gets the activation computed
-    inside ``fc2``'s input quantisation; q, k and v of an attention layer share one product
-    (:class:`Int8SharedProjection`); a patchifying convolution becomes
-    :class:`Int8PatchEmbedding` (see the module docstring).
+    An MLP of the form ``fc2(quick_gelu(fc1(x)))`` (CLIP's) gets the activation fused into
+    ``fc1`` (see the module docstring).
 
     Returns:
         The number of layers replaced.
@@ -321,8 +307,8 @@ def quantize_linears(model: nn.Module) -> int:
         fc1, fc2 = getattr(module, 'fc1', None), getattr(module, 'fc2', None)
         if type(fc1) is nn.Linear and type(fc2) is nn.Linear and \
                 _is_quick_gelu(getattr(module, 'activation_fn', None)):
-            module.fc1 = Int8Linear(fc1)
-            module.fc2 = Int8Linear(fc2, input_activation='quick_gelu')
+            module.fc1 = Int8Linear(fc1, pre_scale=QUICK_GELU_FACTOR, post_op='swish')
+            module.fc2 = Int8Linear(fc2, input_scale=1.0 / QUICK_GELU_FACTOR)
             module.activation_fn = nn.Identity()
             replaced += 2
         for name, child in list(module.named_children()):
