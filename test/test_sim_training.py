@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from reclip_ros.core.models import ClipModel
 
@@ -37,3 +38,27 @@ def test_training_script_writes_a_loadable_model(tmp_path):
         assert np.allclose(np.linalg.norm(texts.numpy(), axis=1), 1.0, atol=1e-4)
     finally:
         model.unload()
+
+
+
+def test_kind_loss_rewards_the_right_kind_and_runs_in_training(tmp_path):
+    import torch
+
+    from reclip_ros.sim.training import TrainConfig, kind_loss, train
+
+    texts = torch.eye(3)  # one caption embedding per kind
+    images = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 0.9]])
+    images = images / images.norm(dim=1, keepdim=True)
+    right = kind_loss(images, texts, torch.tensor([0, 2]), 10.0)
+    wrong = kind_loss(images, texts, torch.tensor([1, 0]), 10.0)
+    # written out: -log softmax of the true kind's logit, averaged
+    logits = 10.0 * images @ texts.T
+    want = -(logits[[0, 1], [0, 2]] - torch.logsumexp(logits, dim=1)).mean()
+    assert float(right) == pytest.approx(float(want), rel=1e-3)
+    assert float(right) < 0.1 < float(wrong)
+
+    cfg = TrainConfig(train_scenes=3, validation_scenes=2, epochs=1, batch_size=16,
+                      threads=1, workers=1, cache_dir='', max_minutes=0, max_steps=1,
+                      kind_loss_weight=0.5)
+    info = train(str(tmp_path / 'k'), cfg, log=lambda m: None)
+    assert info['config']['kind_loss_weight'] == 0.5 and info['steps'] == 1

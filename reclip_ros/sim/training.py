@@ -403,6 +403,16 @@ def _as_tensor(features):
     return features
 
 
+def kind_loss(images, kind_texts, kinds, scale):
+    """Cross-entropy of each image over one caption per kind, against its own kind.
+
+    *images* (B, D) and *kind_texts* (K, D) are L2-normalised embeddings, *kinds* (B,) the
+    true kind indices, *scale* the logit scale.
+    """
+    import torch.nn.functional as F
+    return F.cross_entropy(scale * images @ kind_texts.T, kinds)
+
+
 def train(out_dir: str, cfg: TrainConfig, spec: Optional[ModelSpec] = None,
           log=print) -> dict:
     """Render (or load cached) data, train the small CLIP, save it to *out_dir*.
@@ -496,9 +506,8 @@ def train(out_dir: str, cfg: TrainConfig, spec: Optional[ModelSpec] = None,
             loss = 0.5 * (t2i.mean() + i2t.mean())
             if cfg.kind_loss_weight > 0:
                 kinds = F.normalize(_as_tensor(model.get_text_features(**kind_enc)), dim=-1)
-                kind_logits = scale * img @ kinds.T  # (images, kinds)
-                loss = loss + cfg.kind_loss_weight * F.cross_entropy(
-                    kind_logits, torch.from_numpy(train_data.kind[idx].astype(np.int64)))
+                loss = loss + cfg.kind_loss_weight * kind_loss(
+                    img, kinds, torch.from_numpy(train_data.kind[idx].astype(np.int64)), scale)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
