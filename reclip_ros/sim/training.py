@@ -521,7 +521,7 @@ def train(out_dir: str, cfg: TrainConfig, spec: Optional[ModelSpec] = None,
                 break
         acc = retrieval_accuracy(model, tokenizer, val_data, spec)
         log(f'epoch {epoch + 1}/{cfg.epochs}: loss {np.mean(losses):.3f}, '
-            f'logit scale {float(model.logit_scale.exp()):.1f}, held-out retrieval '
+            f'logit scale {float(model.logit_scale.detach().exp()):.1f}, held-out retrieval '
             f'full {acc["all_full"]:.3f} (kind {acc["all_kind"]:.3f}, colour '
             f'{acc["all_colour"]:.3f}, size {acc["all_size"]:.3f}), '
             f'{time.monotonic() - t_train:.0f} s')
