@@ -530,13 +530,13 @@ def train(out_dir: str, cfg: TrainConfig, spec: Optional[ModelSpec] = None,
             break
     model.eval()
     acc = retrieval_accuracy(model, tokenizer, val_data, spec)
-    trained_scale = float(model.logit_scale.exp())
+    trained_scale = float(model.logit_scale.detach().exp())
     if cfg.output_logit_scale > 0:
         with torch.no_grad():
             model.logit_scale.fill_(math.log(cfg.output_logit_scale))
     info = {
         'trained_logit_scale': trained_scale,
-        'saved_logit_scale': float(model.logit_scale.exp()),
+        'saved_logit_scale': float(model.logit_scale.detach().exp()),
         'train_seeds': [TRAIN_SEED_START, TRAIN_SEED_START + cfg.train_scenes - 1],
         'validation_seeds': [VALIDATION_SEED_START,
                              VALIDATION_SEED_START + cfg.validation_scenes - 1],
