@@ -221,6 +221,20 @@ def test_isolation_methods_are_passed_to_the_scorer(parser):
     assert scorer.text_calls and all(m == ('crop',) for _, m in scorer.text_calls)
 
 
+@pytest.mark.parametrize('methods, crop_view', [(('crop', 'blur'), True), (('crop',), True),
+                                                (('blur',), False)])
+def test_instances_of_the_noun_are_scored_in_the_crop_view(parser, methods, crop_view):
+    # an ordinal asks which boxes are red squares: the entity's text is scored by the crop
+    # isolation alone (the instance view) whenever the crop isolation is on
+    image, boxes = scene()
+    scorer = ColourScorer()
+    result = make(parser, scorer).ground(image, 'the second red square from the left',
+                                         boxes=boxes, options=GroundingOptions(methods=methods))
+    assert result.status == Status.OK and result.box == boxes[2]
+    assert (('the red square', ('crop',)) in scorer.text_calls) == crop_view
+    assert ('the red square', methods) in scorer.text_calls
+
+
 def test_size_prior_zeroes_small_boxes():
     logits = np.array([5.0, 1.0, 0.0])
     areas = np.array([10.0, 500.0, 600.0])

@@ -377,3 +377,38 @@ def test_spoken_input_parses_like_the_written_expression(parser, spoken, written
 ])
 def test_like_keeps_its_meaning_outside_filler_positions(parser, text, kept):
     assert parser.parse(text).text == kept
+
+
+# --- nouns spaCy reads as function words ("the green can") ----------------------------------
+@pytest.mark.parametrize('text, root, rels, rank', [
+    # spaCy tags "can" after an adjective as a modal: the head noun was lost ("the green")
+    ('the green can', 'the green can', [], None),
+    ('the big blue can', 'the big blue can', [], None),
+    ('the third green can from the left', 'the green can', [], 3),
+    ('the small can next to the duck', 'the small can', [('near', ['the duck'])], None),
+    ('the cube left of the small can', 'the cube', [('left', ['the small can'])], None),
+    ('pick up the red can', 'the red can', [], None),
+    ('um could you grab the the green can please', 'the green can', [], None),
+    ('the can', 'the can', [], None),
+])
+def test_can_after_a_determiner_is_a_noun(parser, text, root, rels, rank):
+    parsed = parser.parse(text)
+    assert parsed.root.text == root
+    assert relations(parsed) == rels
+    assert (parsed.root.ordinal.rank if parsed.root.ordinal else None) == rank
+    assert 'cup' not in parsed.text.split()  # the stand-in is never scored
+
+
+@pytest.mark.parametrize('text, modal', [
+    ('can you find the green can', [True, False]),
+    ('the robot can see the cup', [True]),
+    ('the cup you can see', [True]),
+    ('the blue can', [False]),
+])
+def test_can_as_a_modal_stays_a_modal(text, modal):
+    from reclip_ros.core.language.misread_nouns import misread_noun_indices
+
+    doc = load_spacy_pipeline()(text)
+    cans = [t.i for t in doc if t.lower_ == 'can']
+    found = misread_noun_indices(doc)
+    assert [i not in found for i in cans] == modal

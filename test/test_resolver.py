@@ -431,7 +431,8 @@ def test_extended_superlative_orders_only_the_instances_of_the_noun(resolver, sc
 
 def test_extended_superlative_without_a_second_instance_keeps_the_scores(resolver):
     boxes = _row_boxes(3)
-    table = {'full': [1 / 3] * 3, 'a': [0.8, 0.1, 0.1]}
+    # boxes 1 and 2 have less than instance_min_mass (0.1) of box 0's probability
+    table = {'full': [1 / 3] * 3, 'a': [0.84, 0.08, 0.08]}
     root = Entity('a', 'a', superlatives=(Superlative('right', 'rightmost'),))
     out = resolver.resolve(ParsedExpression('full', 'full', '', True, root), boxes,
                            tree_scores(table))
@@ -587,3 +588,68 @@ def test_ordinal_cut_may_fall_after_the_last_eligible_box(resolver):
     pi = np.array([0.47, 0.35, 0.12, 0.02, 0.02, 0.02])
     p = resolver.resolve(_ordinal_entity(2, 'left'), boxes, lambda t: pi)
     assert int(np.argmax(p)) == 0  # capsules at x 124, 425, 493: the second is at 425
+
+
+# --- the crop view decides the instances of the noun -----------------------------------------
+def _view_case():
+    """Five boxes left to right; box 1 is a cone that the full score cannot tell from the cups.
+
+    Full scores 0.24, 0.22, 0.20, 0.19, 0.15: no drop of ln 2, so without a view all five
+    are instances and "the second cup from the left" is box 1, the cone. The crop view
+    scores the cone 0.02 against 0.20-0.30 for the cups: pi * q**2 gives the cone
+    0.22 * 0.0004 = 8.8e-5 against 0.006-0.0216 for the cups, less than instance_min_mass
+    (0.1) of the best, so the cups are boxes 0, 2, 3, 4 and the second is box 2.
+    """
+    pi = np.array([0.24, 0.22, 0.20, 0.19, 0.15])
+    q = np.array([0.30, 0.02, 0.25, 0.23, 0.20])
+    return pi, q
+
+
+def test_crop_view_excludes_a_confusable_box_from_the_ordinal(resolver):
+    pi, q = _view_case()
+    parsed = _ordinal_entity(2, 'left')
+    without = resolver.resolve(parsed, _row(5), lambda t: pi)
+    assert int(np.argmax(without)) == 1
+    with_view = resolver.resolve(parsed, _row(5), lambda t: pi, instance_score_fn=lambda t: q)
+    assert int(np.argmax(with_view)) == 2
+    # the chosen box keeps its own probability: pi restricted to it, then the final product
+    assert with_view[2] == pytest.approx(1.0)
+
+
+def test_crop_view_decides_the_instances_of_a_superlative(resolver):
+    """"the rightmost cup": box 4 is a cone in the view; the rightmost cup is box 3."""
+    pi = np.array([0.20, 0.19, 0.20, 0.19, 0.22])
+    q = np.array([0.30, 0.25, 0.25, 0.19, 0.01])
+    root = Entity('the cup', 'the cup', superlatives=(Superlative('right', 'rightmost'),))
+    parsed = ParsedExpression('the rightmost cup', 'the rightmost cup', '', True, root)
+    assert int(np.argmax(resolver.resolve(parsed, _row(5), lambda t: pi))) == 4
+    out = resolver.resolve(parsed, _row(5), lambda t: pi, instance_score_fn=lambda t: q)
+    assert int(np.argmax(out)) == 3
+
+
+def test_crop_view_scores_the_entity_text_and_is_off_at_weight_zero_or_in_paper_mode():
+    pi, q = _view_case()
+    asked = []
+
+    def view(text):
+        asked.append(text)
+        return q
+
+    parsed = _ordinal_entity(2, 'left')
+    SpatialResolver().resolve(parsed, _row(5), lambda t: pi, instance_score_fn=view)
+    assert asked == ['the cup']
+    off = SpatialResolver(instance_view_weight=0.0).resolve(parsed, _row(5), lambda t: pi,
+                                                            instance_score_fn=view)
+    assert int(np.argmax(off)) == 1 and asked == ['the cup']
+    root = Entity('a', 'a', superlatives=(Superlative('right', 'rightmost'),))
+    paper = ParsedExpression('full', 'full', '', True, root, mode=PAPER)
+    plain = SpatialResolver().resolve(paper, _row(5), lambda t: pi)
+    viewed = SpatialResolver().resolve(paper, _row(5), lambda t: pi, instance_score_fn=view)
+    np.testing.assert_array_equal(plain, viewed)
+    assert asked == ['the cup']
+
+
+@pytest.mark.parametrize('weight', [-1.0, float('inf'), float('nan')])
+def test_bad_instance_view_weight_raises(weight):
+    with pytest.raises(ValueError):
+        SpatialResolver(instance_view_weight=weight)

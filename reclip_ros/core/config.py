@@ -32,7 +32,9 @@ PAPER = 'paper'
 EXTENDED = 'extended'
 RELATION_MODES = (PAPER, EXTENDED)
 #: Isolation methods computed per frame, and the settings a user can choose.
-ISOLATION_METHODS = ('crop', 'blur')
+#: The isolation that shows the object itself, and the one that shows it in its context.
+CROP, BLUR = 'crop', 'blur'
+ISOLATION_METHODS = (CROP, BLUR)
 ISOLATION_CHOICES = ('crop,blur', 'crop', 'blur')
 #: ``detector: auto`` picks a detector sized for the device (``proposals.resolve_detector``).
 DETECTOR_AUTO = 'auto'

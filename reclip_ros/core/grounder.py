@@ -21,7 +21,7 @@ from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from reclip_ros.core.config import (DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS,
+from reclip_ros.core.config import (CROP, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_PROPOSALS,
                                     DEFAULT_RELATION_MODE, GrounderConfig, GroundingOptions,
                                     check_mode)
 from reclip_ros.core.images import validate_image
@@ -440,10 +440,17 @@ class Grounder:
             logits = self.scorer.logits(frame, phrase, methods=methods)
             return softmax_with_size_prior(logits, areas, float(width * height), size_prior)
 
+        def crop_score_fn(phrase: str) -> np.ndarray:
+            logits = self.scorer.logits(frame, phrase, methods=(CROP,))
+            return softmax_with_size_prior(logits, areas, float(width * height), 0.0)
+
         if options.use_relations and parsed.has_keywords:
+            # which boxes are instances of a noun is decided with the crop view too
             probs = self.resolver.resolve(parsed, boxes, score_fn, box_depths=box_depths,
                                           image_size=(width, height),
-                                          root_score_fn=root_score_fn)
+                                          root_score_fn=root_score_fn,
+                                          instance_score_fn=crop_score_fn
+                                          if CROP in methods else None)
         else:
             probs = root_score_fn(parsed.text)
         text_ms = self.scorer.text_encoding_ms_total - text_ms_before

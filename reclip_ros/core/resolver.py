@@ -88,12 +88,18 @@ class _Scores:
 
 
 class _Frame:
-    """Boxes, depths and image size of one resolve call, with lazily built matrices."""
+    """Boxes, depths and image size of one resolve call, with lazily built matrices.
+
+    ``instance_scores`` scores an entity's text in the view that decides which boxes are
+    instances of its noun (None: the entity's own distribution alone decides).
+    """
 
     def __init__(self, geom: BoxGeometry, depths: Optional[np.ndarray],
                  image_size: Optional[Tuple[float, float]], near_scale: float,
-                 between_width: float, mode: str):
+                 between_width: float, mode: str,
+                 instance_scores: Optional[_Scores] = None):
         self.mode = mode
+        self.instance_scores = instance_scores
         self.geom = geom
         self.depths = depths
         self.image_size = image_size
@@ -143,14 +149,22 @@ class SpatialResolver:
             (True) or by their probability (False).
         between_top_k: "between" sums over the this many most probable boxes of each of its
             two arguments (exact up to this many boxes; memory N x k**2, never N**3).
+        instance_view_weight: for ordinals and superlatives (extended mode), with an
+            ``instance_score_fn`` given to :meth:`resolve`: the instances of the noun are cut
+            from ``pi * q ** instance_view_weight``, ``q`` that function's scores of the
+            entity's text (the crop isolation: the object itself, not its context); 0 = ``pi``
+            alone.
     """
 
     def __init__(self, near_scale: float = 1.0, between_width: float = 0.5,
-                 instance_min_mass: float = 0.2,
+                 instance_min_mass: float = 0.1,
                  instance_min_gap: float = float(np.log(2.0)),
-                 between_top_k: int = 16, superlative_flat: bool = True):
+                 between_top_k: int = 16, superlative_flat: bool = True,
+                 instance_view_weight: float = 2.0):
         if near_scale <= 0 or between_width <= 0:
             raise ValueError('near_scale and between_width must be > 0')
+        if not 0.0 <= instance_view_weight < float('inf'):
+            raise ValueError('instance_view_weight must be a finite number >= 0')
         if not 0.0 <= instance_min_mass <= 1.0:
             raise ValueError('instance_min_mass must be in [0, 1]')
         if not instance_min_gap >= 0.0:
@@ -161,11 +175,13 @@ class SpatialResolver:
         self.instance_min_gap = float(instance_min_gap)
         self.superlative_flat = bool(superlative_flat)
         self.between_top_k = max(int(between_top_k), 1)
+        self.instance_view_weight = float(instance_view_weight)
 
     def resolve(self, parsed: ParsedExpression, boxes: BoxesLike, score_fn: ScoreFn,
                 box_depths: Optional[Sequence[float]] = None,
                 image_size: Optional[Tuple[float, float]] = None,
-                root_score_fn: Optional[ScoreFn] = None) -> np.ndarray:
+                root_score_fn: Optional[ScoreFn] = None,
+                instance_score_fn: Optional[ScoreFn] = None) -> np.ndarray:
         """Return the probability of each box being the referent (shape (N,), sums to 1).
 
         Args:
@@ -177,6 +193,10 @@ class SpatialResolver:
             image_size: optional (width, height) in pixels, for "the middle of the image".
             root_score_fn: scores the root entity's text and the full expression (e.g. with
                 the size prior); None: *score_fn*.
+            instance_score_fn: scores an entity's text in the view that shows the object
+                itself (the crop isolation), used with ``instance_view_weight`` to decide
+                which boxes are instances of the noun (ordinals, superlatives, size
+                adjectives; extended mode); None: the entity's distribution alone decides.
 
         Without relation/superlative keywords the result is ``score_fn(parsed.text)`` itself.
 
@@ -203,7 +223,11 @@ class SpatialResolver:
                 raise ValueError(f'image_size must be a positive (width, height), got '
                                  f'{image_size!r}')
             size = (w, h)
-        frame = _Frame(geom, depths, size, self.near_scale, self.between_width, parsed.mode)
+        instance_scores = None
+        if instance_score_fn is not None and self.instance_view_weight > 0:
+            instance_scores = _Scores(instance_score_fn, n)
+        frame = _Frame(geom, depths, size, self.near_scale, self.between_width, parsed.mode,
+                       instance_scores)
         try:
             pi_root = self._resolve_entity(parsed.root, frame, scores, root_scores)
             return frame.normalise(root_scores(parsed.text) * pi_root, fallback=pi_root)
@@ -231,12 +255,13 @@ class SpatialResolver:
                 new = frame.matrix(relation.kind) @ children[0]
             pi = frame.normalise(pi * new, fallback=pi)
         if entity.ordinal is not None:
-            pi = self._apply_ordinal(pi, entity.ordinal, frame)
+            pi = self._apply_ordinal(pi, entity.ordinal, frame,
+                                     self._instance_view(pi, entity, frame))
         if frame.mode == PAPER and np.count_nonzero(pi > 0) < 2:
             return pi
         superlatives = entity.superlatives
         if frame.mode != PAPER and superlatives:
-            members = self._instances(pi, min_count=2)
+            members = self._instances(self._instance_view(pi, entity, frame), min_count=2)
             if members is None:
                 # one plausible instance: the superlative has nothing to order
                 superlatives = ()
@@ -245,6 +270,20 @@ class SpatialResolver:
         for superlative in superlatives:
             pi = self._apply_superlative(pi, superlative, frame)
         return pi
+
+    def _instance_view(self, pi: np.ndarray, entity: Entity, frame: _Frame) -> np.ndarray:
+        """The distribution the instances of the entity's noun are cut from.
+
+        ``pi * q ** instance_view_weight`` with ``q`` the entity's text scored in the
+        instance view (the crop isolation), renormalised; *pi* itself without that view, in
+        paper mode, or when the product leaves no mass. The kind of an object is a property
+        of the object, which the crop shows; a small object's blur isolation keeps its
+        colour and apparent size but mostly loses its kind (docs/language.md).
+        """
+        if frame.instance_scores is None or frame.mode == PAPER:
+            return pi
+        q = frame.instance_scores(entity.text)
+        return normalise(pi * q ** self.instance_view_weight, fallback=pi)
 
     def _apply_superlative(self, pi: np.ndarray, superlative: Superlative,
                           frame: _Frame) -> np.ndarray:
@@ -297,18 +336,21 @@ class SpatialResolver:
             return weight / float(len(members))
         return normalise(pi * weight, fallback=pi)
 
-    def _apply_ordinal(self, pi: np.ndarray, ordinal: Ordinal, frame: _Frame) -> np.ndarray:
+    def _apply_ordinal(self, pi: np.ndarray, ordinal: Ordinal, frame: _Frame,
+                       view: Optional[np.ndarray] = None) -> np.ndarray:
         """Pick the ``ordinal.rank``-th instance of the noun in the order ``ordinal.kind``.
 
         Rule: the instances of the noun are those of :meth:`_instances` (at least the rank
-        many). The instances are sorted by :func:`order_key` and the rank-th one is chosen:
+        many) over *view* (:meth:`_instance_view`; default *pi*). The instances are sorted
+        by :func:`order_key` and the rank-th one is chosen:
         ``pi'`` is ``pi`` restricted to it. With fewer candidate instances than the rank
         asks for, ``pi`` is returned unchanged. A probability *ratio* such as
         ``pi / max(pi)`` is not used as a membership because region scores are relative:
         several true instances share the mass unevenly.
         """
         n = len(pi)
-        members = self._instances(pi, ordinal.rank) if ordinal.rank <= n else None
+        view = pi if view is None else view
+        members = self._instances(view, ordinal.rank) if ordinal.rank <= n else None
         if members is None:
             return pi
         reference = None

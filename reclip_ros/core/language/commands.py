@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Dict, FrozenSet, Tuple
 
 from reclip_ros.core.language.extraction import join_tokens
+from reclip_ros.core.language.misread_nouns import doc_text
 
 # --- robot commands -------------------------------------------------------------------------
 #: Imperative verbs whose object is the referring expression ("pick up the cup").
@@ -117,7 +118,7 @@ def reduce_command(doc) -> Tuple[str, str]:
     """Return (referring expression, command verb) for a command, else (text, '')."""
     found = _find_command(doc)
     if found is None:
-        return doc.text.strip(), ''
+        return doc_text(doc), ''
     verb, obj, how = found
     keep = {t.i for t in obj.subtree}
     placement = verb.lemma_.lower() in _PLACEMENT_VERBS and how == 'dobj'
@@ -145,7 +146,7 @@ def reduce_command(doc) -> Tuple[str, str]:
     keep = {i for i in keep if doc[i].lower_ not in ('please',)}
     text = join_tokens(doc, sorted(keep)).strip(' ,.!?;:')
     if not text:
-        return doc.text.strip(), ''
+        return doc_text(doc), ''
     particles = [c.text for c in verb.children if c.dep_ == 'prt']
     return text, ' '.join([verb.text] + particles)
 

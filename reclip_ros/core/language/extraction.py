@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from reclip_ros.core.language.expression_tree import Entity, Ordinal, Relation, Superlative
+from reclip_ros.core.language.misread_nouns import token_text
 from reclip_ros.core.relation_kinds import (EXTENDED, EXTENDED_NULL_WORDS, ORDINAL_WORDS,
                                             PHRASE_KEYWORDS, relation_words, superlative_words)
 
@@ -101,13 +102,16 @@ def label_tokens(doc) -> _Labels:
 
 # --- entity extraction ----------------------------------------------------------------------
 def join_tokens(doc, indices: Sequence[int]) -> str:
-    """The text of the tokens at *indices* of *doc*, in order, with their own spacing."""
+    """The text of the tokens at *indices* of *doc*, in order, with their own spacing.
+
+    Words parsed with a stand-in (:mod:`.misread_nouns`) read as the original text had them.
+    """
     out = []
     prev = None
     for i in sorted(set(indices)):
         if prev is not None and i != prev + 1 and out and not out[-1].endswith(' '):
             out.append(' ')
-        out.append(doc[i].text_with_ws)
+        out.append(token_text(doc[i]))
         prev = i
     return ''.join(out).strip()
 

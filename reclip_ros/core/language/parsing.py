@@ -32,6 +32,7 @@ from reclip_ros.core.language.commands import OBJECT_DEPS, reduce_command
 from reclip_ros.core.language.extraction import (RELATION_KEYWORDS,  # noqa: F401 - re-exported
                                                  SUPERLATIVE_KEYWORDS, TreeExtractor,
                                                  label_tokens)
+from reclip_ros.core.language.misread_nouns import doc_text, parse_reading_nouns
 from reclip_ros.core.language.spacy_pipeline import load_spacy_pipeline  # noqa: F401
 from reclip_ros.core.language.spoken import (FILLERS, REPEATED_WORD, VOCATIVE,
                                              canonical_relation_wording, drop_like_fillers)
@@ -87,17 +88,17 @@ class ExpressionParser:
         spoken = drop_like_fillers(spoken)
         spoken = spoken.strip(' ,') or cleaned
         without_vocative = VOCATIVE.sub('', spoken) or spoken
-        first = self.nlp(without_vocative)
+        first = parse_reading_nouns(self.nlp, without_vocative)
         text, command = reduce_command(first)
         reduced = bool(command) or without_vocative != cleaned
         canonical = canonical_relation_wording(text)
-        doc = first if canonical == first.text else self.nlp(canonical)
+        doc = first if canonical == doc_text(first) else parse_reading_nouns(self.nlp, canonical)
         hidden: frozenset = frozenset()
         if not command and _verb_first(doc):
             # A noun-first expression whose first word is also a verb ("hand on the left",
             # "sink on the right"): parsed with a determiner before it, which makes the
             # first word the head noun; the determiner is never part of a scored text.
-            noun_first = self.nlp('the ' + canonical)
+            noun_first = parse_reading_nouns(self.nlp, 'the ' + canonical)
             if _first_word_is_head_noun(noun_first):
                 doc, hidden = noun_first, frozenset({0})
         labels = label_tokens(doc)
