@@ -344,9 +344,9 @@ class TrainConfig:
     # Weight of an auxiliary loss: each image against one caption per kind ("a photo of the
     # capsule", "a photo of the cylinder", ...), cross-entropy to its own kind, so that
     # every step contrasts each object with the kinds it is confused with (in-batch
-    # negatives rarely hold the confusable kind in the same colour). 0 = off (the committed
-    # model); 0.5 was measured (docs/simulation.md, "Why blur isolation hurts here").
-    kind_loss_weight: float = 0.0
+    # negatives rarely hold the confusable kind in the same colour). 0 = off. The embedded
+    # model is trained with 0.5 (docs/simulation.md, "Why blur isolation hurts here").
+    kind_loss_weight: float = 0.5
 
 
 def _scene_objects(data: IsolatedObjects) -> Dict[int, List[Tuple[int, int, int]]]:
