@@ -334,7 +334,7 @@ class TrainConfig:
     workers: int = 2
     cache_dir: Optional[str] = '/tmp/reclip_sim_clip_cache'
     max_minutes: float = 28.0  # whole run (rendering + training); <= 0: no time limit
-    max_steps: int = 0  # > 0: stop after this many optimiser steps (exact reproduction)
+    max_steps: int = 0  # > 0: stop after this many optimiser steps (the recipe without the clock)
     # Logit scale written into the saved model (0 = keep the trained one). It is the
     # temperature of the region scorer's softmax over proposals: the trained scale makes
     # that softmax peaked between objects of the same description ("the cube" over three
