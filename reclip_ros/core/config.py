@@ -35,7 +35,7 @@ RELATION_MODES = (PAPER, EXTENDED)
 #: The isolation that shows the object itself, and the one that shows it in its context.
 CROP, BLUR = 'crop', 'blur'
 ISOLATION_METHODS = (CROP, BLUR)
-ISOLATION_CHOICES = ('crop,blur', 'crop', 'blur')
+ISOLATION_CHOICES = (f'{CROP},{BLUR}', CROP, BLUR)
 #: ``detector: auto`` picks a detector sized for the device (``proposals.resolve_detector``).
 DETECTOR_AUTO = 'auto'
 DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')

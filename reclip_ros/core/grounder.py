@@ -432,25 +432,24 @@ class Grounder:
         text_ms_before = self.scorer.text_encoding_ms_total
         t = time.perf_counter()
 
-        def score_fn(phrase: str) -> np.ndarray:
-            logits = self.scorer.logits(frame, phrase, methods=methods)
-            return softmax_with_size_prior(logits, areas, float(width * height), 0.0)
+        def scores_in(view: Tuple[str, ...], prior: float) -> Callable[[str], np.ndarray]:
+            """Box probabilities of a phrase, scored by the isolations *view*."""
+            def score(phrase: str) -> np.ndarray:
+                logits = self.scorer.logits(frame, phrase, methods=view)
+                return softmax_with_size_prior(logits, areas, float(width * height), prior)
+            return score
 
-        def root_score_fn(phrase: str) -> np.ndarray:
-            logits = self.scorer.logits(frame, phrase, methods=methods)
-            return softmax_with_size_prior(logits, areas, float(width * height), size_prior)
-
-        def crop_score_fn(phrase: str) -> np.ndarray:
-            logits = self.scorer.logits(frame, phrase, methods=(CROP,))
-            return softmax_with_size_prior(logits, areas, float(width * height), 0.0)
-
+        score_fn = scores_in(methods, 0.0)
+        root_score_fn = scores_in(methods, size_prior)
         if options.use_relations and parsed.has_keywords:
             # which boxes are instances of a noun is decided with the crop view too
+            instance_score_fn = None
+            if CROP in methods:
+                instance_score_fn = score_fn if methods == (CROP,) else scores_in((CROP,), 0.0)
             probs = self.resolver.resolve(parsed, boxes, score_fn, box_depths=box_depths,
                                           image_size=(width, height),
                                           root_score_fn=root_score_fn,
-                                          instance_score_fn=crop_score_fn
-                                          if CROP in methods else None)
+                                          instance_score_fn=instance_score_fn)
         else:
             probs = root_score_fn(parsed.text)
         text_ms = self.scorer.text_encoding_ms_total - text_ms_before
