@@ -17,7 +17,7 @@ build:
 
 test:
 	@test -x $(PY) || { echo "run 'make setup' first"; exit 2; }
-	$(PY) -m pytest test
+	$(PY) -m pytest -rs test
 
 lint:
 	$(PY) -m ruff check reclip_ros test scripts launch

@@ -37,7 +37,8 @@ RELIABLE_IMAGE = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
 
 # Each test module has an offset; the pid spreads parallel pytest runs apart.
 MODULE_OFFSETS = {'lifecycle': 0, 'process': 1, 'bad_input': 2, 'launch': 3, 'limits': 4,
-                  'stop': 5, 'soak': 6, 'cycles': 7, 'sim_camera': 8, 'node_bench': 9}
+                  'stop': 5, 'soak': 6, 'cycles': 7, 'sim_camera': 8, 'node_bench': 9,
+                  'offline': 10, 'configure': 11}
 
 
 def domain_id(module: str) -> int:

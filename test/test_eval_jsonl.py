@@ -145,9 +145,6 @@ def test_cli_jsonl_with_injected_grounder(dataset, monkeypatch):
 
 
 def test_end_to_end_with_real_grounder(dataset, tiny_clip_dir):
-    for name in ('reclip_ros.core.language.parsing', 'reclip_ros.core.resolver',
-                 'reclip_ros.core.region_scorer'):
-        pytest.importorskip(name)
     from reclip_ros.core.grounder import Grounder, GrounderConfig
     from reclip_ros.evaluation.engine import grounding_options, make_variants
     assert cli.main(_argv(dataset, '--model', tiny_clip_dir, '--variants', 'full',
@@ -225,9 +222,6 @@ def test_convert_reclip_authors_jsonl(tmp_path):
 
 
 def test_missing_model_stops_with_a_clear_error(dataset, capsys):
-    for name in ('reclip_ros.core.language.parsing', 'reclip_ros.core.resolver',
-                 'reclip_ros.core.region_scorer'):
-        pytest.importorskip(name)
     missing = str(dataset['tmp'] / 'no_such_model')
     assert cli.main(_argv(dataset, '--model', missing, '--variants', 'full')) == 2
     err = capsys.readouterr().err

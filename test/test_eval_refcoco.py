@@ -269,12 +269,6 @@ def test_sim_subcommand_delegates_or_explains(tmp_path, monkeypatch, capsys):
 
 # ------------------------------------------------------------------------------ end to end
 
-def _real_grounder_available():
-    for name in ('reclip_ros.core.language.parsing', 'reclip_ros.core.resolver',
-                 'reclip_ros.core.region_scorer'):
-        pytest.importorskip(name)
-
-
 def _direct_correct(tiny_clip_dir, image_rgb, expression, boxes, gold, variant):
     """Ground one expression with the Grounder directly (the hand count for random models)."""
     from reclip_ros.core.grounder import Grounder, GrounderConfig
@@ -293,7 +287,6 @@ _GROUNDERS: dict = {}
 
 
 def test_end_to_end_ground_truth_and_detections(refer, tiny_clip_dir):
-    _real_grounder_available()
     argv = _refcoco_argv(refer, '--model', tiny_clip_dir, '--variants', 'full', 'crop_only')
     assert cli_eval.run(_parse(argv)) == 0
     report = json.loads((refer['out'] / 'report.json').read_text())
@@ -331,7 +324,6 @@ def test_end_to_end_ground_truth_and_detections(refer, tiny_clip_dir):
 
 
 def test_end_to_end_with_detector(refer, tiny_clip_dir, tiny_owlv2_dir):
-    _real_grounder_available()
     argv = _refcoco_argv(refer, '--model', tiny_clip_dir, '--variants', 'full',
                          '--detector', tiny_owlv2_dir, '--detector-threshold', '0.0')
     assert cli_eval.run(_parse(argv)) == 0

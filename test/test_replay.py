@@ -13,11 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip('pybullet')
-pytest.importorskip('rosbags')
 
-from reclip_ros.tools import replay  # noqa: E402
-from reclip_ros.evaluation.variants import is_correct  # noqa: E402
+from reclip_ros.tools import replay
+from reclip_ros.evaluation.variants import is_correct
 
 SEEDS = (100, 101, 102)
 START_NS = 1_700_000_000 * 10**9

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip('pybullet')
 
-from reclip_ros.sim import sim_eval  # noqa: E402
-from reclip_ros.sim.expressions import CATEGORIES  # noqa: E402
+from reclip_ros.sim import sim_eval
+from reclip_ros.sim.expressions import CATEGORIES
 
 
 def _args(**overrides):

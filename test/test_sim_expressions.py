@@ -5,13 +5,12 @@ import re
 import numpy as np
 import pytest
 
-pytest.importorskip('pybullet')
 
-from reclip_ros.sim.catalog import CATALOG, COLOURS, SIZES  # noqa: E402
-from reclip_ros.sim.expressions import (CATEGORIES, COMMAND_VERBS,  # noqa: E402
+from reclip_ros.sim.catalog import CATALOG, COLOURS, SIZES
+from reclip_ros.sim.expressions import (CATEGORIES, COMMAND_VERBS,
                                         VOICE_PHENOMENA, generate_expressions,
                                         voice_rendering)
-from reclip_ros.sim.world import TabletopScene  # noqa: E402
+from reclip_ros.sim.world import TabletopScene
 
 NOUNS = {k.name: k.name for k in CATALOG}
 NOUNS.update({s: k.name for k in CATALOG for s in k.synonyms})

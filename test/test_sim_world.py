@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-pytest.importorskip('pybullet')
 
-from reclip_ros.sim.catalog import CATALOG, COLOURS, SIZES, kind_extents  # noqa: E402
-from reclip_ros.sim.world import TabletopScene  # noqa: E402
+from reclip_ros.sim.catalog import CATALOG, COLOURS, SIZES, kind_extents
+from reclip_ros.sim.world import TabletopScene
 
 SEEDS = (0, 1, 7, 123)
 

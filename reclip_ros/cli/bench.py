@@ -30,7 +30,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--random-dir', default='', metavar='DIR',
                         help='save/reuse the random-weight model under DIR '
                              '(default: a temporary directory)')
-    add_config_arguments(parser, ('models',))
+    add_config_arguments(parser, ('models', 'allow_download'))
     parser.add_argument('--proposals', type=int, nargs='+', default=[10, 20, 40], metavar='N',
                         help='numbers of proposal boxes to measure (default: 10 20 40)')
     parser.add_argument('--repeats', type=int, default=3, metavar='R',
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print('error: --repeats, --batch-size and --proposals must be >= 1', file=sys.stderr)
         return 2
     config = BenchConfig(
-        models=config_values(args, ('models',))['models'], random_init=args.random_init or '',
+        models=config_values(args, ('models',))['models'], allow_download=args.allow_download,
+        random_init=args.random_init or '',
         random_dir=args.random_dir, proposals=tuple(args.proposals), repeats=args.repeats,
         precision=args.precision, device=args.device, batch_size=args.batch_size,
         threads=args.threads, use_grounder=not args.no_grounder,

@@ -30,8 +30,8 @@ from reclip_ros.evaluation.engine import (
 from reclip_ros.evaluation.variants import DEFAULT_VARIANTS
 
 #: The grounding settings ``reclip eval`` offers (flags generated from ``core/config.py``).
-SETTINGS = ('models', 'device', 'precision', 'spacy_model', 'blur_sigma', 'relations',
-            'batch_size', 'detector', 'detector_score_threshold')
+SETTINGS = ('models', 'allow_download', 'device', 'precision', 'spacy_model', 'blur_sigma',
+            'relations', 'batch_size', 'detector', 'detector_score_threshold')
 SIM_EVAL_MODULE = 'reclip_ros.sim.sim_eval'
 
 
@@ -207,8 +207,9 @@ def _grounder_factory(args: argparse.Namespace, models: List[str]) -> Callable[[
 class _LazyDetector:
     """Loads the detector on first use (not at all when every result is already stored)."""
 
-    def __init__(self, model: str, device: str, threshold: float):
+    def __init__(self, model: str, device: str, threshold: float, allow_download: bool):
         self.model, self.device, self.threshold = model, device, threshold
+        self.allow_download = allow_download
         self._detector = None
 
     def __call__(self, image_rgb):
@@ -216,7 +217,8 @@ class _LazyDetector:
         if self._detector is None:
             from reclip_ros.core.proposals import DetectorProposals
             self._detector = DetectorProposals(model=self.model, device=self.device,
-                                               score_threshold=self.threshold)
+                                               score_threshold=self.threshold,
+                                               local_files_only=not self.allow_download)
         return self._detector.propose(image_rgb)
 
 
@@ -242,8 +244,8 @@ def _run_dataset(args: argparse.Namespace) -> int:
                      if args.detector else None),
     }
     out_dir = Path(args.out) if args.out else default_out
-    detector = (_LazyDetector(args.detector, args.device, args.detector_score_threshold)
-                if args.detector else None)
+    detector = (_LazyDetector(args.detector, args.device, args.detector_score_threshold,
+                              args.allow_download) if args.detector else None)
     settings = EvalSettings(
         out_dir=str(out_dir), config=config, variants=variants,
         retry_failures=args.retry_failures, progress=not args.no_progress,

@@ -127,6 +127,9 @@ OPTIONS: Tuple[Option, ...] = (
            'OWLv2 base/16 on CUDA, OWL-ViT base/32 on CPU; empty: proposals only from the '
            '`proposals` topic or the service request', node_default=DEFAULT_DETECTOR,
            metavar='ID_OR_DIR'),
+    Option('allow_download', False, 'download a model (CLIP or detector) from the Hugging '
+           'Face hub when it is not in the local cache; false: nothing is downloaded, and a '
+           'missing model fails at once with a message naming it and how to fetch it'),
     Option('spacy_model', DEFAULT_SPACY_MODEL, 'spaCy pipeline of the expression parser',
            metavar='NAME'),
     Option('device', 'auto', "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'"),
@@ -215,14 +218,15 @@ class GrounderConfig:
     Each field's meaning, default and range is its row in :data:`OPTIONS`; the fields
     below name them for the reader:
 
-    models, device, precision, spacy_model, detector ('' means proposals must be given;
-    'auto' picks by device), blur_sigma, size_prior, batch_size, max_expression_chars,
-    methods, text_cache_size, frame_cache_size, detector_score_threshold,
+    models, allow_download, device, precision, spacy_model, detector ('' means proposals
+    must be given; 'auto' picks by device), blur_sigma, size_prior, batch_size,
+    max_expression_chars, methods, text_cache_size, frame_cache_size, detector_score_threshold,
     detector_nms_iou, detector_min_size, detector_top_k, center_offset, relations,
     max_proposals, max_image_pixels.
     """
 
     models: Tuple[str, ...] = _default('models')
+    allow_download: bool = _default('allow_download')
     device: str = _default('device')
     precision: str = _default('precision')
     spacy_model: str = _default('spacy_model')

@@ -167,7 +167,8 @@ class Grounder:
             raise ReclipError('at least one CLIP model is required (config.models is empty)')
         parser = ExpressionParser(config.spacy_model)
         models = list(load_models(config.models, device=config.device,
-                                  precision=config.precision))
+                                  precision=config.precision,
+                                  allow_download=config.allow_download))
         scorer = RegionScorer(models, blur_sigma=config.blur_sigma, methods=config.methods,
                               batch_size=config.batch_size,
                               text_cache_size=config.text_cache_size,
@@ -179,7 +180,8 @@ class Grounder:
                 config.detector, device=config.device,
                 score_threshold=config.detector_score_threshold,
                 nms_iou=config.detector_nms_iou, min_size=config.detector_min_size,
-                top_k=config.detector_top_k, precision=config.precision)
+                top_k=config.detector_top_k, precision=config.precision,
+                local_files_only=not config.allow_download)
             LOGGER.info('detector %r: %s on %s', config.detector, proposals.name,
                         proposals.device)
         return cls(scorer, parser, proposals=proposals, size_prior=config.size_prior,

@@ -12,11 +12,12 @@ machine fails fast with :class:`ModelLoadError` that says how to fetch the model
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -182,6 +183,11 @@ def fetch_hint(name: str) -> str:
             "only safetensors weights are accepted).")
 
 
+#: The end of a missing-model message when downloads are off.
+DOWNLOAD_HINT = (' Or let this run download it: the node parameter allow_download:=true, '
+                 'the command-line flag --allow-download.')
+
+
 def _load_parts(path: str, dtype: torch.dtype, local_only: bool):
     """Load (config, model, tokenizer, preprocessor dict) with the given locality."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -205,6 +211,38 @@ def _missing_package_message(name: str, exc: ImportError) -> str:
            else 'install the package it names')
     return (f"cannot load model '{name}': a Python package it needs is missing ({text}). "
             f"Fix: {fix}. SigLIP tokenizers need both sentencepiece and protobuf.")
+
+
+_OFFLINE_LOCK = threading.Lock()
+_OFFLINE_USERS = [0, False]  # loads inside hub_offline() now, huggingface_hub's value before
+
+
+@contextlib.contextmanager
+def hub_offline(offline: bool = True) -> Iterator[None]:
+    """No request to the Hugging Face hub inside (when *offline*), as ``HF_HUB_OFFLINE=1``.
+
+    ``local_files_only`` keeps transformers from downloading weights, but huggingface_hub
+    still makes requests of its own (for example it fetches an "agent harnesses" registry
+    when it builds request headers: seen with huggingface_hub 1.x, test/test_offline.py).
+    Its offline switch stops every request; it is set for the duration of the load and
+    restored afterwards (shared by concurrent loads).
+    """
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+    with _OFFLINE_LOCK:
+        if _OFFLINE_USERS[0] == 0:
+            _OFFLINE_USERS[1] = constants.HF_HUB_OFFLINE
+            constants.HF_HUB_OFFLINE = True
+        _OFFLINE_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _OFFLINE_LOCK:
+            _OFFLINE_USERS[0] -= 1
+            if _OFFLINE_USERS[0] == 0:
+                constants.HF_HUB_OFFLINE = _OFFLINE_USERS[1]
 
 
 def _offline_forced() -> bool:
@@ -285,11 +323,13 @@ class ClipModel:
             if bias is not None else 0.0
 
     @classmethod
-    def load(cls, name_or_dir: str, device: str = 'auto', precision: str = 'auto') -> ClipModel:
+    def load(cls, name_or_dir: str, device: str = 'auto', precision: str = 'auto',
+             allow_download: bool = False) -> ClipModel:
         """Load a checkpoint by hub id, local directory or alias (``'sim'``).
 
-        The local cache is tried first (no network); only if that fails and
-        ``HF_HUB_OFFLINE`` is not set is a download attempted.
+        Only the local cache is read (no network request) unless *allow_download* is true;
+        then a model missing from the cache is downloaded, except where ``HF_HUB_OFFLINE``
+        is set.
 
         Args:
             name_or_dir: a hub id (default: ``config.DEFAULT_MODELS``), a directory or 'sim'.
@@ -317,7 +357,8 @@ class ClipModel:
         if not local_dir and _looks_like_local_path(path):
             raise ModelLoadError(f"model directory '{name_or_dir}' does not exist")
         try:
-            parts = _load_parts(path, dtype, local_only=True)
+            with hub_offline(not allow_download):
+                parts = _load_parts(path, dtype, local_only=True)
         except ImportError as exc:
             raise ModelLoadError(_missing_package_message(str(name_or_dir), exc)) from exc
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -326,6 +367,11 @@ class ClipModel:
                     f"cannot load model from directory '{path}': {exc}. It needs config.json, "
                     "model.safetensors (safetensors only), tokenizer files and "
                     "preprocessor_config.json") from exc
+            if not allow_download:
+                raise ModelLoadError(
+                    f"model '{name_or_dir}' is not in the local Hugging Face cache, and "
+                    f"downloads are off (allow_download is false). {fetch_hint(name_or_dir)}"
+                    f"{DOWNLOAD_HINT}") from exc
             if _offline_forced():
                 raise ModelLoadError(
                     f"model '{name_or_dir}' is not in the local Hugging Face cache and "
@@ -469,15 +515,16 @@ class ClipModel:
         return f'ClipModel({self.describe()})'
 
 
-def load_models(names: Sequence[str], device: str = 'auto',
-                precision: str = 'auto') -> Tuple[ClipModel, ...]:
+def load_models(names: Sequence[str], device: str = 'auto', precision: str = 'auto',
+                allow_download: bool = False) -> Tuple[ClipModel, ...]:
     """Load several models for an ensemble (all on the same device and precision)."""
     if not names:
         raise ModelLoadError('no model given')
     models: List[ClipModel] = []
     try:
         for name in names:
-            models.append(ClipModel.load(name, device=device, precision=precision))
+            models.append(ClipModel.load(name, device=device, precision=precision,
+                                         allow_download=allow_download))
     except Exception:
         for model in models:
             model.unload()

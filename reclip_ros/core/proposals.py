@@ -237,14 +237,24 @@ class DetectorProposals:
     # -- loading -----------------------------------------------------------------------------
 
     def _load(self, local_files_only: bool) -> None:
+        from reclip_ros.core.models import hub_offline
+
+        with hub_offline(local_files_only):
+            self._load_parts(dict(local_files_only=local_files_only, trust_remote_code=False))
+
+    def _load_parts(self, common: dict) -> None:
         from transformers import (AutoConfig, AutoImageProcessor, AutoModelForObjectDetection,
                                   AutoModelForZeroShotObjectDetection, AutoTokenizer)
 
-        from reclip_ros.core.models import fetch_hint
+        from reclip_ros.core.models import DOWNLOAD_HINT, fetch_hint
 
-        common = dict(local_files_only=local_files_only, trust_remote_code=False)
         try:
             config = AutoConfig.from_pretrained(self.name, **common)
+        except OSError as exc:
+            hint = DOWNLOAD_HINT if common['local_files_only'] else ''
+            raise ModelLoadError(f'detector model {self.name!r} could not be loaded '
+                                 f'({type(exc).__name__}: {_first_line(exc)}); '
+                                 f'{fetch_hint(self.name)}{hint}') from exc
         except Exception as exc:  # noqa: BLE001 - turned into a message with a remedy
             raise ModelLoadError(f'detector model {self.name!r} could not be loaded '
                                  f'({type(exc).__name__}: {_first_line(exc)}); '

@@ -39,7 +39,8 @@ DEFAULT_SCENES = 50
 DEFAULT_SEED = 0
 TRAIN_SEED_START = 1_000_000
 #: The grounding settings ``reclip eval sim`` offers (flags generated from ``core/config.py``).
-SETTINGS = ('models', 'detector', 'device', 'precision', 'spacy_model', 'relations')
+SETTINGS = ('models', 'allow_download', 'detector', 'device', 'precision', 'spacy_model',
+            'relations')
 
 
 def register(parser: argparse.ArgumentParser) -> None:

@@ -68,9 +68,11 @@ class BenchConfig:
         detectors: detector ids / directories whose per-frame time is measured.
         random_detectors: also measure random-weight copies of the default detectors'
             architectures (works offline; the weights do not change the time).
+        allow_download: download models missing from the local cache (default: never).
     """
 
     models: Tuple[str, ...] = DEFAULT_MODELS
+    allow_download: bool = False
     random_init: str = ''
     random_dir: str = ''
     proposals: Tuple[int, ...] = (10, 20, 40)
@@ -181,8 +183,8 @@ def prepare_models(config: BenchConfig, log: Callable[[str], None]) -> Tuple[lis
             log(f'saving a random-weight {config.random_init} CLIP to {target} ...')
             save_random_clip(target, preset=config.random_init, seed=config.seed)
         names = [str(target)]
-    models = [ClipModel.load(n, device=config.device, precision=config.precision)
-              for n in names]
+    models = [ClipModel.load(n, device=config.device, precision=config.precision,
+                             allow_download=config.allow_download) for n in names]
     return models, names
 
 
@@ -380,8 +382,8 @@ def run_benchmark(config: BenchConfig,
     reference, reference_scorer = [], None
     try:
         if not is_fp32(models):
-            reference = [ClipModel.load(n, device=config.device, precision='fp32')
-                         for n in names]
+            reference = [ClipModel.load(n, device=config.device, precision='fp32',
+                                        allow_download=config.allow_download) for n in names]
             reference_scorer = RegionScorer(reference, batch_size=config.batch_size)
         for n in config.proposals:
             log(f'measuring N={n} ...')
@@ -425,7 +427,8 @@ def measure_detector(name: str, config: BenchConfig, log: Callable[[str], None])
     from reclip_ros.core.proposals import DetectorProposals
 
     log(f'measuring detector {name} ...')
-    detector = DetectorProposals(name, device=config.device, precision=config.precision)
+    detector = DetectorProposals(name, device=config.device, precision=config.precision,
+                                 local_files_only=not config.allow_download)
     try:
         walls, cpus, counts = [], [], []
         for repeat in range(-1, config.repeats):

@@ -38,7 +38,8 @@ POINT_TOPIC = '/reclip/target_point'
 DEBUG_TOPIC = '/reclip/debug_image'
 
 #: The grounding settings ``reclip replay`` offers (flags generated from ``core/config.py``).
-SETTINGS = ('models', 'detector', 'device', 'relations', 'max_proposals', 'max_image_pixels')
+SETTINGS = ('models', 'allow_download', 'detector', 'device', 'relations', 'max_proposals',
+            'max_image_pixels')
 
 
 def msg_definitions() -> Dict[str, str]:
