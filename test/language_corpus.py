@@ -300,3 +300,48 @@ CORPUS = [
     X('face in middle', 'face', sup=['middle']),
 
 ]
+
+
+#: Noun-first expressions whose first word spaCy reads as an adjective ("light", "present"),
+#: a verb with a misread object ("lock on the door"), a modal ("can") or an adverbial noun:
+#: the head noun must be kept. Their relations were checked by hand against the entries of
+#: CORPUS. Kept apart from CORPUS because test/data/reclip_reference.json (the authors'
+#: decisions, rebuilt only from their code) does not cover them.
+NOUN_FIRST_MISREAD = [
+    X('light above the table', 'light', rel=[('above', 'the table')]),
+    X('light on the ceiling', 'light', entity_text='light on the ceiling'),
+    X('fan next to the lamp', 'fan', rel=[('near', 'the lamp')]),
+    X('fan near the window', 'fan', rel=[('near', 'the window')]),
+    X('watch next to the phone', 'watch', rel=[('near', 'the phone')]),
+    X('watch beside the keys', 'watch', rel=[('near', 'the keys')]),
+    X('press behind the bench', 'press', rel=[('behind', 'the bench')]),
+    X('sink under the window', 'sink', rel=[('below', 'the window')]),
+    X('sink below the mirror', 'sink', rel=[('below', 'the mirror')]),
+    X('drink beside the plate', 'drink', rel=[('near', 'the plate')]),
+    X('drink next to the laptop', 'drink', rel=[('near', 'the laptop')]),
+    X('bowl behind the cup', 'bowl', rel=[('behind', 'the cup')]),
+    X('bowl near the sink', 'bowl', rel=[('near', 'the sink')]),
+    X('glass in front of the plate', 'glass', rel=[('front', 'the plate')]),
+    X('glass next to the bottle', 'glass', rel=[('near', 'the bottle')]),
+    X('iron on the board', 'iron', entity_text='iron on the board'),
+    X('iron next to the shirt', 'iron', rel=[('near', 'the shirt')]),
+    X('cap on the bottle', 'cap', entity_text='cap on the bottle'),
+    X('file on the desk', 'file', entity_text='file on the desk'),
+    X('can next to the box', 'can', rel=[('near', 'the box')]),
+    X('match on the table', 'match', entity_text='match on the table'),
+    X('paint on the wall', 'paint', entity_text='paint on the wall'),
+    X('spring under the seat', 'spring', rel=[('below', 'the seat')]),
+    X('fly on the banana', 'fly', entity_text='fly on the banana'),
+    X('dress behind the chair', 'dress', rel=[('behind', 'the chair')]),
+    X('brush next to the comb', 'brush', rel=[('near', 'the comb')]),
+    X('saw on the bench', 'saw', entity_text='saw on the bench'),
+    X('drill next to the hammer', 'drill', rel=[('near', 'the hammer')]),
+    X('mop near the bucket', 'mop', rel=[('near', 'the bucket')]),
+    X('tape on the desk', 'tape', entity_text='tape on the desk'),
+    X('lock on the door', 'lock', entity_text='lock on the door'),
+    X('stamp on the envelope', 'stamp', entity_text='stamp on the envelope'),
+    X('nail above the shelf', 'nail', rel=[('above', 'the shelf')]),
+    X('print above the sofa', 'print', rel=[('above', 'the sofa')]),
+    X('present under the tree', 'present', rel=[('below', 'the tree')]),
+    X('level on the shelf', 'level', entity_text='level on the shelf'),
+]

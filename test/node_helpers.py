@@ -26,6 +26,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header, String
 
 from reclip_ros.ros import conversions as conv
+from reclip_ros.ros.lifecycle_client import wait_active
 from reclip_ros.msg import GroundingResult, Proposals
 from reclip_ros.srv import Ground
 
@@ -156,6 +157,7 @@ class TestClient:
                  image_qos: QoSProfile = RELIABLE_IMAGE) -> None:
         self.node = Node('reclip_test_client', namespace=namespace, context=context)
         prefix = f'/{namespace.strip("/")}' if namespace.strip('/') else ''
+        self._target = f'{prefix}/{node_name}'
         self.image_pub = self.node.create_publisher(Image, 'image', image_qos)
         self.command_pub = self.node.create_publisher(String, 'command', RELIABLE)
         self.proposals_pub = self.node.create_publisher(Proposals, 'proposals', RELIABLE)
@@ -183,13 +185,22 @@ class TestClient:
         with self._lock:
             return [r for r in self.results if r.expression == expression]
 
-    def wait_connected(self, timeout: float = 60.0, service: bool = True) -> bool:
-        """Wait until the node subscribes our topics (and offers the service)."""
-        return wait_until(
+    def wait_connected(self, timeout: float = 60.0, service: bool = True,
+                       active: bool = True) -> bool:
+        """Wait until the node subscribes our topics (and offers the service) and is active.
+
+        The topics and the service exist from the node's start; commands are grounded
+        only once it is active (before, they are answered DROPPED at once).
+        """
+        deadline = time.monotonic() + timeout
+        connected = wait_until(
             lambda: (self.command_pub.get_subscription_count() > 0
                      and self.image_pub.get_subscription_count() > 0
                      and self.node.count_publishers(self._resolved('grounding')) > 0
                      and (not service or self.ground.service_is_ready())), timeout, 0.1)
+        if not connected or not active:
+            return connected
+        return wait_active(self.node, self._target, max(deadline - time.monotonic(), 0.1))
 
     def _resolved(self, name: str) -> str:
         return self.node.resolve_topic_name(name)

@@ -290,8 +290,6 @@ def test_detection3d_array_fields_put_the_chosen_object_at_its_position():
     assert conv.detection3d_array_fields(_ok_result_msg(with_position=False)) is None
 
 
-@pytest.mark.skipif(conv.vision_msgs_module() is None,
-                    reason='vision_msgs is not installed (not on PyPI; build it with colcon)')
 def test_vision_messages_are_filled_from_the_layout():
     vision = conv.vision_msgs_module()
     msg = _ok_result_msg()

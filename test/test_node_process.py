@@ -198,8 +198,12 @@ def _publish_info(info_pub, header):
 def test_depth_and_camera_info_give_a_3d_point(node_process, depth_publishers):
     _, client, _ = node_process
     depth_pub, info_pub = depth_publishers
-    points = []
+    import vision_msgs.msg as vision  # built into the venv by make setup where not installed
+    points, arrays = [], []
     client.node.create_subscription(PointStamped, 'target_point', points.append, RELIABLE)
+    client.node.create_subscription(vision.Detection3DArray, 'detections_3d', arrays.append,
+                                    RELIABLE)
+    assert wait_until(lambda: client.node.count_publishers('/detections_3d') > 0, 10.0)
     header = client.header()
     _publish_info(info_pub, header)
     depth_pub.publish(conv.array_to_image(np.full((HEIGHT, WIDTH), 1500, np.uint16), '16UC1',
@@ -214,6 +218,15 @@ def test_depth_and_camera_info_give_a_3d_point(node_process, depth_publishers):
     assert wait_until(lambda: len(points) > 0, 10.0)
     assert points[-1].header == header
     assert points[-1].point.z == pytest.approx(result.position.z, abs=1e-6)
+    # vision_msgs/Detection3DArray: the chosen object at the result's position
+    assert wait_until(lambda: any(a.header == header for a in arrays), 10.0)
+    (detection,) = next(a for a in arrays if a.header == header).detections
+    center = detection.bbox.center
+    assert (center.position.x, center.position.y, center.position.z) == pytest.approx(
+        (result.position.x, result.position.y, result.position.z), abs=1e-9)
+    assert center.orientation.w == 1.0
+    assert detection.results[0].hypothesis.class_id == 'the red block on the table'
+    assert detection.results[0].hypothesis.score == pytest.approx(result.confidence, rel=1e-6)
 
     # a depth image of another size is reported, not used
     header2 = client.header()

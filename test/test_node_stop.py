@@ -2,8 +2,11 @@
 
 - SIGINT to the node process while commands wait: the process exits in at most 2 s with
   code 0, and every command got exactly one result first (waiting ones DROPPED).
-- 50 deactivate/activate cycles, each with a ``~/ground`` call in flight and a stream of
-  commands: the node never crashes, and every command and call gets exactly one answer.
+- 50 deactivate/activate cycles, each while a ``~/ground`` call is being grounded (held
+  at its first step by a gate around the real scorer) and 4 commands wait: the call gets
+  its OK result once, the waiting commands DROPPED at once; shutdown with a call in
+  progress answers it DROPPED once and never publishes its late result; cleanup after
+  such a deactivation.
 - Memory: repeated commands over 20 deactivate/activate and 5 cleanup/configure cycles end
   within 50 MB of the first cycle.
 """
@@ -25,6 +28,7 @@ from sensor_msgs.msg import RegionOfInterest
 from node_helpers import (NodeProcess, TestClient, domain_id, init_context, rss_kb, scene,
                           scene_boxes, wait_until)
 from reclip_ros.msg import GroundingResult
+from reclip_ros.ros import conversions as conv
 from reclip_ros.ros.node import ReclipNode
 from reclip_ros.srv import Ground
 
@@ -102,12 +106,53 @@ def _string(text):
     return String(data=text)
 
 
+class GatedScorer:
+    """The real scorer, held at its first step (encoding a frame) while the gate is armed.
+
+    Injected through the node's ``grounder_factory`` around the real grounder, so the test
+    knows that a call is being grounded (it entered ``encode_frame``) when the transition
+    comes, and decides when it may go on.
+    """
+
+    def __init__(self, scorer):
+        self._scorer = scorer
+        self.armed = False
+        self.entered = threading.Event()
+        self.proceed = threading.Event()
+
+    def arm(self):
+        self.entered.clear()
+        self.proceed.clear()
+        self.armed = True
+
+    def encode_frame(self, *args, **kwargs):
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            assert self.proceed.wait(60.0), 'the test never released the call'
+        return self._scorer.encode_frame(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._scorer, name)
+
+
 @pytest.fixture()
 def in_process(tiny_clip_dir):
+    from reclip_ros.core.grounder import Grounder
+
+    gates = []
+
+    def gated_grounder(config):
+        grounder = Grounder.from_config(config)
+        grounder.scorer = GatedScorer(grounder.scorer)
+        gates.append(grounder.scorer)
+        return grounder
+
     context = init_context(domain_id('cycles'))
-    node = ReclipNode(context=context, parameter_overrides=[
+    node = ReclipNode(context=context, grounder_factory=gated_grounder, parameter_overrides=[
         Parameter('models', value=[tiny_clip_dir]), Parameter('detector', value=''),
         Parameter('max_image_age', value=600.0), Parameter('queue_size', value=1000)])
+    node.gates = gates
     executor = MultiThreadedExecutor(num_threads=node.executor_threads(), context=context)
     executor.add_node(node)
     client = TestClient(context)
@@ -122,6 +167,8 @@ def in_process(tiny_clip_dir):
     thread = threading.Thread(target=spin, daemon=True)
     thread.start()
     yield node, client, crashed, thread
+    for gate in gates:
+        gate.proceed.set()
     client.close()
     executor.shutdown(timeout_sec=2.0)
     node.release()
@@ -129,39 +176,127 @@ def in_process(tiny_clip_dir):
     rclpy.shutdown(context=context)
 
 
-def test_50_deactivations_with_calls_in_flight_and_commands_streaming(in_process):
+def _call_with_its_own_image(client, text):
+    """A ``~/ground`` request carrying its own image and boxes (grounded whatever came)."""
+    request = Ground.Request(expression=text, boxes=scene_boxes())
+    request.image = conv.array_to_image(scene(), 'rgb8', client.header())
+    return client.ground.call_async(request)
+
+
+def _in_progress(node, client, text):
+    """Send a call and wait until the worker is grounding it; return (future, in progress)."""
+    gate = node.gates[-1]
+    gate.arm()
+    future = _call_with_its_own_image(client, text)
+    return future, gate.entered.wait(30.0)
+
+
+def _transition_in_thread(trigger):
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(trigger()), daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_50_deactivations_each_with_a_call_in_progress(in_process):
+    """50 deactivate/activate cycles, each while a call is being grounded and 4 commands wait.
+
+    The documented answers: the call in progress finishes and gets its OK result once; the
+    waiting commands get DROPPED ("deactivated") at once, before the call in progress ends.
+    """
     node, client, crashed, thread = in_process
     assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
     assert client.wait_connected()
     client.publish_image(boxes=scene_boxes())
     assert wait_until(lambda: client.command('the red block').status == GroundingResult.OK,
                       30.0, period=0.1)
-    texts, futures = [], []
+    texts, futures, in_progress = [], [], 0
     for cycle in range(50):
-        # a call in flight (with its own image, so it grounds whatever the node's state)
-        request = Ground.Request(expression=f'the blue block call {cycle}')
-        futures.append(client.ground.call_async(request))
-        for k in range(4):
-            text = f'the red block cycle {cycle} command {k}'
-            texts.append(text)
+        future, held = _in_progress(node, client, f'the blue block call {cycle}')
+        futures.append(future)
+        in_progress += held
+        waiting = [f'the red block cycle {cycle} command {k}' for k in range(4)]
+        texts += waiting
+        for text in waiting:
             client.command_pub.publish(_string(text))
-        assert node.trigger_deactivate() == SUCCESS
+        assert wait_until(lambda: len(node.worker.queue) == 4, 10.0), len(node.worker.queue)
+        deactivation, outcome = _transition_in_thread(node.trigger_deactivate)
+        # waiting commands are answered while the call in progress is still held
+        assert wait_until(lambda w=waiting: all(client.results_for(t) for t in w), 10.0)
+        assert not future.done()
+        node.gates[-1].proceed.set()
+        deactivation.join(30.0)
+        assert outcome == [SUCCESS]
+        assert wait_until(future.done, 10.0)
         assert node.trigger_activate() == SUCCESS
     assert thread.is_alive() and not crashed, crashed
-    assert wait_until(lambda: all(f.done() for f in futures), 120.0)
-    assert wait_until(lambda: all(client.results_for(t) for t in texts), 120.0)
+    print(f'\ncalls in progress at the deactivation: {in_progress} of 50')
+    assert in_progress >= 45
+    for cycle, future in enumerate(futures):
+        result = future.result().result
+        assert result.status == GroundingResult.OK, (cycle, result.status_message)
+    calls = Counter(r.expression for r in client.results if ' call ' in r.expression)
+    assert len(calls) == 50 and set(calls.values()) == {1}, calls
     counts = Counter(r.expression for r in client.results if r.expression in set(texts))
     assert len(counts) == len(texts) and set(counts.values()) == {1}
-    calls = Counter(r.expression for r in client.results if 'call' in r.expression)
-    assert len(calls) == 50 and set(calls.values()) == {1}
-    for future in futures:
-        result = future.result().result
-        assert result.status in (GroundingResult.OK, GroundingResult.DROPPED)
-        if result.status == GroundingResult.DROPPED:
-            assert 'deactivated' in result.status_message or 'inactive' in result.status_message
-    statuses = Counter(client.results_for(t)[0].status for t in texts)
-    assert set(statuses) <= {GroundingResult.OK, GroundingResult.DROPPED}, statuses
-    print(f'\ncommands: {dict(statuses)}')
+    for text in texts:
+        (result,) = client.results_for(text)
+        assert result.status == GroundingResult.DROPPED
+        assert 'deactivated' in result.status_message, result.status_message
+
+
+def test_shutdown_with_a_call_in_progress_answers_it_dropped_once(in_process):
+    """Shutdown from active while a call is held: DROPPED once, its late result never sent."""
+    node, client, crashed, _ = in_process
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    assert client.wait_connected()
+    worker_thread = node.worker._thread
+    future, held = _in_progress(node, client, 'the blue block shutdown call')
+    assert held
+    assert node.trigger_shutdown() == SUCCESS  # waits 0.5 s for the call, then answers it
+    assert wait_until(future.done, 10.0)
+    result = future.result().result
+    assert result.status == GroundingResult.DROPPED
+    assert 'shutting down' in result.status_message
+    assert 'still in progress' in result.status_message
+    node.gates[-1].proceed.set()  # the grounding now finishes; its result must be discarded
+    assert wait_until(lambda: not worker_thread.is_alive(), 30.0)
+    assert len(client.results_for('the blue block shutdown call')) == 1
+    assert not crashed
+
+
+def test_cleanup_after_a_deactivation_with_a_call_in_progress(in_process):
+    """Deactivate while a call is held, then cleanup and configure again: one OK answer."""
+    node, client, crashed, _ = in_process
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    assert client.wait_connected()
+    future, held = _in_progress(node, client, 'the blue block cleanup call')
+    assert held
+    deactivation, outcome = _transition_in_thread(node.trigger_deactivate)
+    assert wait_until(lambda: not node._active, 10.0)
+    late = 'the red block after the deactivation'
+    client.command_pub.publish(_string(late))
+    # answered at once, while the call is held (calls are served one at a time: a second
+    # call would wait for the first)
+    assert wait_until(lambda: client.results_for(late), 10.0)
+    assert client.results_for(late)[0].status == GroundingResult.DROPPED
+    assert not future.done()
+    node.gates[-1].proceed.set()
+    deactivation.join(30.0)
+    assert outcome == [SUCCESS]
+    assert node.trigger_cleanup() == SUCCESS
+    assert wait_until(future.done, 10.0)
+    assert future.result().result.status == GroundingResult.OK
+    assert len(client.results_for('the blue block cleanup call')) == 1
+    assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
+    assert _call_with_wait(client, 'the red block again').status == GroundingResult.OK
+    assert not crashed
+
+
+def _call_with_wait(client, text):
+    future = _call_with_its_own_image(client, text)
+    assert wait_until(future.done, 30.0)
+    return future.result().result
 
 
 def test_cycles_return_memory(in_process):

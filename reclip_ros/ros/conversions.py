@@ -9,7 +9,7 @@ node reports it as a ``BAD_IMAGE`` result.
 from __future__ import annotations
 
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -101,6 +101,22 @@ def check_pixels(width: int, height: int, max_pixels: Optional[int]) -> None:
         raise ImageConversionError(
             f'image is {int(width)}x{int(height)} = {int(width) * int(height)} pixels; the '
             f'limit is {int(max_pixels)} (max_image_pixels)')
+
+
+def check_message_pixels(msg: Any, max_pixels: Optional[int]) -> None:
+    """Raise :class:`ImageConversionError` when an Image or CompressedImage is too large.
+
+    A raw image by its ``width`` x ``height``; a compressed one by its JPEG/PNG header
+    (no pixel is decoded; an unreadable header passes here and fails at decoding).
+    """
+    if max_pixels is None:
+        return
+    if hasattr(msg, 'width'):
+        check_pixels(msg.width, msg.height, max_pixels)
+        return
+    size = compressed_size(bytes(msg.data))
+    if size is not None:
+        check_pixels(size[0], size[1], max_pixels)
 
 
 def compressed_size(data: bytes) -> Optional[Tuple[int, int]]:

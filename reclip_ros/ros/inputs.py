@@ -24,6 +24,10 @@ from reclip_ros.runtime.worker import DEPTH_HISTORY
 SENSOR_TOPICS = ('image', 'image/compressed', 'depth', 'camera_info', 'proposals')
 
 
+def _refused_decoder():
+    raise ValueError('refused frame')  # never called: Frame.decode raises its reason first
+
+
 class SensorInputs:
     """Creates the sensor subscriptions once, per the node's read-only parameters.
 
@@ -65,9 +69,20 @@ class SensorInputs:
             self.subscriptions.append(sub(Proposals, 'proposals', self._on_proposals, 10))
 
     def frame(self, msg: Any, decoder: Callable) -> Frame:
-        """A :class:`Frame` of an image message, decoded (size-checked) on first use."""
-        return Frame(conv.stamp_to_ns(msg.header.stamp), self.now_ns(), msg.header,
-                     functools.partial(decoder, msg, max_pixels=self.param('max_image_pixels')))
+        """A :class:`Frame` of an image message, decoded on first use.
+
+        Its size is checked on receipt (``max_image_pixels``; a JPEG/PNG by its header): an
+        oversized frame is kept as *refused*, without its data, so a command on it gets
+        BAD_IMAGE naming the limit.
+        """
+        max_pixels = self.param('max_image_pixels')
+        stamp_ns, now_ns = conv.stamp_to_ns(msg.header.stamp), self.now_ns()
+        try:
+            conv.check_message_pixels(msg, max_pixels)
+        except ValueError as exc:
+            return Frame(stamp_ns, now_ns, msg.header, _refused_decoder, refused=str(exc))
+        return Frame(stamp_ns, now_ns, msg.header,
+                     functools.partial(decoder, msg, max_pixels=max_pixels))
 
     def _on_image(self, msg: Image) -> None:
         worker = self.active_worker()

@@ -11,12 +11,15 @@ clean exit) in :mod:`reclip_ros.ros.node_process`. Run it with ``reclip node [--
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, Sequence
+import time
+from typing import Any, Callable, Optional, Sequence
 
 import rclpy
+import rclpy.node
+from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleState, Node, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import String
 
 from reclip_ros.core.types import Status
@@ -34,11 +37,28 @@ SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
 
-class ReclipNode(Node):
-    """Lifecycle node grounding text commands in the newest camera frame (see docs/node.md)."""
+class ReclipNode(LifecycleNodeMixin, rclpy.node.Node):
+    """Lifecycle node grounding text commands in the newest camera frame (see docs/node.md).
 
-    def __init__(self, node_name: str = 'reclip', **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+    A lifecycle node (``rclpy.lifecycle.Node`` is the same two classes) whose lifecycle
+    services have a callback group of their own: a configure that loads models for seconds
+    holds that group only, so parameters (the default group), commands, the service and the
+    diagnostics are answered meanwhile.
+
+    Args:
+        node_name: the node's name.
+        grounder_factory: builds the grounder from its ``GrounderConfig`` on configure
+            (default ``Grounder.from_config``; tests wrap the real one to hold a call).
+        kwargs: as ``rclpy.node.Node`` (context, parameter_overrides, ...).
+    """
+
+    def __init__(self, node_name: str = 'reclip',
+                 grounder_factory: Optional[Callable[[Any], Any]] = None,
+                 **kwargs: Any) -> None:
+        rclpy.node.Node.__init__(self, node_name, **kwargs)
+        self._grounder_factory = grounder_factory
+        self._lifecycle_group = MutuallyExclusiveCallbackGroup()
+        LifecycleNodeMixin.__init__(self, callback_group=self._lifecycle_group)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, conv.parameter_descriptor(spec))
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -47,6 +67,7 @@ class ReclipNode(Node):
         self.worker: Optional[GroundingWorker] = None
         self.last_error = ''
         self.configured = False
+        self.configuring = False  # models are being loaded (commands: DROPPED at once)
         # Commands are let in only while active; the gate makes "check active, enqueue"
         # atomic against deactivation, so no command is enqueued after the queue is drained.
         self._gate = threading.Lock()
@@ -82,10 +103,10 @@ class ReclipNode(Node):
     def executor_threads(self) -> int:
         """Threads a multi-threaded executor needs so every callback group can run at once.
 
-        The sensor inputs, the command, the service, the diagnostics timer and the default
-        group (lifecycle and parameter services), plus one spare.
+        The sensor inputs, the command, the service, the diagnostics timer, the lifecycle
+        services and the default group (parameter services), plus one spare.
         """
-        return len(self.inputs.groups) + 4 + 1
+        return len(self.inputs.groups) + 5 + 1
 
     def param(self, name: str) -> Any:
         """Return the current value of parameter *name*."""
@@ -115,7 +136,19 @@ class ReclipNode(Node):
     # -- lifecycle -------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Validate parameters and load the models; FAILURE (with the reason) when not possible."""
+        """Validate parameters and load the models; FAILURE (with the reason) when not possible.
+
+        Commands and calls that arrive meanwhile are answered DROPPED at once ("the node is
+        configuring"); the models are warmed (spaCy, tokenizers, one forward pass) before
+        the transition ends, so the first command pays none of it.
+        """
+        self.configuring = True
+        try:
+            return self._configure()
+        finally:
+            self.configuring = False
+
+    def _configure(self) -> TransitionCallbackReturn:
         from reclip_ros.core.grounder import Grounder
         values = self._values()
         problem = validate_all(values)
@@ -124,8 +157,15 @@ class ReclipNode(Node):
                 config = grounder_config(values)
                 self.get_logger().info(f'loading models {list(config.models)} on '
                                        f'{config.device} (detector {config.detector!r})')
-                self.grounder = Grounder.from_config(config)
-                if config.detector:
+                start = time.monotonic()
+                self.grounder = (self._grounder_factory or Grounder.from_config)(config)
+                loaded = time.monotonic()
+                warm_ms = self.grounder.warm_up()
+                self.get_logger().info(f'models loaded in {loaded - start:.2f} s, warmed up in '
+                                       f'{warm_ms / 1000:.2f} s')
+                if self._closing:
+                    problem = f'not configured: {self._closing}'
+                elif config.detector:
                     self.get_logger().info(f'detector {config.detector!r}: '
                                            f'{self.grounder.detector_name}')
             except Exception as exc:  # noqa: BLE001 - the reason goes to the log
@@ -153,8 +193,15 @@ class ReclipNode(Node):
                                f'{self.grounder.device}')
         return SUCCESS
 
+    @property
+    def closing(self) -> bool:
+        """True once the process began shutting down (no further activation)."""
+        return bool(self._closing)
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker and let inputs and commands in."""
+        if self._closing or self.worker is None:
+            return FAILURE
         if self.grounder is not None:
             self.grounder.restore()  # back to the GPU after a deactivation
         self.worker.start()
@@ -241,7 +288,8 @@ class ReclipNode(Node):
             if worker is not None:
                 worker.submit(job)
                 return
-        state = 'inactive' if self.configured else 'unconfigured'
+        state = ('configuring (loading its models)' if self.configuring else
+                 'inactive' if self.configured else 'unconfigured')
         why = self._closing or f'the node is {state}'
         self._reject(job, Status.DROPPED, f'not grounded: {why}')
 
@@ -271,6 +319,10 @@ class ReclipNode(Node):
     def _publish_diagnostics(self) -> None:
         worker, grounder = self.worker, self.grounder
         if worker is None or grounder is None:
+            state = 'configuring' if self.configuring else 'unconfigured'
+            level = DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK
+            self.outputs.publish_state(state, level, self.last_error or state,
+                                       self.get_clock().now().to_msg())
             return
         self.outputs.publish_diagnostics(worker, {
             'device': grounder.device, 'models': grounder.model_names,

@@ -65,8 +65,23 @@ def _answer_pending_commands(executor, node: ReclipNode, quiet_s: float = 0.05,
             return
 
 
+def _autostart(node: ReclipNode) -> None:
+    """Configure and activate *node* (on its own thread, while the executor spins)."""
+    if node.trigger_configure() == SUCCESS:
+        if not node.closing:
+            node.trigger_activate()
+    elif not node.closing:
+        node.get_logger().error('autostart: configure failed; the node stays unconfigured (fix '
+                                'the parameters and configure again)')
+
+
 def main(argv: Optional[Sequence[str]] = None, fast_exit: bool = True) -> int:
     """Run the node until SIGINT/SIGTERM; configure and activate it when ``autostart`` is true.
+
+    With ``autostart`` the transitions run on a thread of their own while the executor
+    spins, so commands, calls, parameters and diagnostics are answered while the models
+    load (commands: DROPPED "the node is configuring"), and a signal during configure
+    still stops the process at once.
 
     On a signal the node stops within about a second: waiting commands are answered
     DROPPED, the command in progress gets its result if it ends within a second (else
@@ -101,12 +116,8 @@ def main(argv: Optional[Sequence[str]] = None, fast_exit: bool = True) -> int:
         code = 0
         try:
             if node.param('autostart') and not stop.requested.is_set():
-                if node.trigger_configure() == SUCCESS:
-                    node.trigger_activate()
-                else:
-                    node.get_logger().error('autostart: configure failed; the node stays '
-                                            'unconfigured (fix the parameters and configure '
-                                            'again)')
+                threading.Thread(target=_autostart, args=(node,), name='reclip-autostart',
+                                 daemon=True).start()
             while not stop.requested.is_set() and rclpy.ok():
                 executor.spin_once(timeout_sec=0.1)
         except (KeyboardInterrupt, ExternalShutdownException):

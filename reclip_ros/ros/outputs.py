@@ -122,6 +122,14 @@ class ResultOutputs:
 
     # -- diagnostics (timer) -----------------------------------------------------------
 
+    def publish_state(self, state: str, level: bytes, message: str, stamp) -> None:
+        """Publish one /diagnostics array with only the node's *state* (no models loaded)."""
+        status = conv.diagnostic_status(f'{self.node.get_name()}: grounding', '', level[0],
+                                        message, {'state': state})
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = stamp
+        self.diagnostics_pub.publish(array)
+
     def publish_diagnostics(self, worker: Any, values: Dict[str, Any], stamp) -> None:
         """Publish one /diagnostics array with *values* and the worker's figures."""
         values = dict(values)

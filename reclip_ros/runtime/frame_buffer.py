@@ -31,6 +31,8 @@ class Frame:
         header: the message header (opaque here; copied into results).
         decoder: returns the pixels as an array; may raise (bad image).
         received_monotonic: receipt time on ``time.monotonic()``.
+        refused: why the frame was refused on receipt ('' when it was not), e.g. larger
+            than ``max_image_pixels``; a refused frame holds no pixels and is never decoded.
     """
 
     stamp_ns: int
@@ -42,9 +44,12 @@ class Frame:
     _decoded: Optional[np.ndarray] = field(default=None, repr=False)
     _error: Optional[Exception] = field(default=None, repr=False)
     sequence: int = field(default_factory=lambda: next(_SEQUENCE))
+    refused: str = ''
 
     def decode(self) -> np.ndarray:
         """Return the decoded pixels (cached); re-raise the decoder's error every call."""
+        if self.refused:
+            raise ValueError(self.refused)
         with self._lock:
             if self._decoded is None and self._error is None:
                 try:

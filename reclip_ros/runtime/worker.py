@@ -464,6 +464,10 @@ class GroundingWorker:
         chosen = self._choose_frame(job)
         if isinstance(chosen, str):
             return JobOutcome(self.failure(job, Status.NO_IMAGE, chosen), queue_wait_ms=wait_ms)
+        if isinstance(chosen, Frame):
+            return JobOutcome(self.failure(job, Status.BAD_IMAGE,
+                                           f'the newest image was refused: {chosen.refused}'),
+                              chosen, wait_ms)
         frame, depth_frame, depth_expected, notes = chosen
         try:
             image = frame.decode()
@@ -484,6 +488,9 @@ class GroundingWorker:
     def _choose_frame(self, job: GroundingJob):
         """(frame, depth frame, depth expected, notes) for *job*, or why there is no frame.
 
+        Why is a string (NO_IMAGE), or the newest frame itself when it was refused on
+        receipt (BAD_IMAGE).
+
         A frame sent with a service request is used as given; otherwise (topic commands
         and continuous re-groundings) the node's own frames, synchronised with side data.
         """
@@ -492,18 +499,21 @@ class GroundingWorker:
         frame: Optional[Frame] = job.frame if job.frame is not None else self.frames.get()
         if frame is None:
             return 'no image has been received yet'
+        if job.frame is None and frame.refused:
+            return frame  # the newest frame was refused on receipt: BAD_IMAGE says why
+        # the age is judged when the command was received, not after its wait in the queue
         if job.frame is None and settings.max_image_age > 0:
-            age = frame.age_s(self.now_ns())
+            age = frame.age_s(job.received_ns)
             if age > settings.max_image_age:
-                return (f'the newest image is {age:.2f} s old (max_image_age '
-                        f'{settings.max_image_age:g} s)')
+                return (f'the newest image is {age:.2f} s old when the command arrived '
+                        f'(max_image_age {settings.max_image_age:g} s)')
         sync = settings.sync()
         if own_frame:
             depth_frame = self.depth.match(frame.stamp_ns, sync.depth_max_skew)
             depth_expected, notes = self.depth.count > 0, []
         else:
             choice = choose_frame(frame, self.frames.recent(), self.depth, self.proposals,
-                                  sync, self.now_ns(), need_proposals=job.boxes is None)
+                                  sync, job.received_ns, need_proposals=job.boxes is None)
             frame, depth_frame, depth_expected = choice.frame, choice.depth, choice.depth_expected
             notes = [choice.note] if choice.note else []
         if job.source == SOURCE_CONTINUOUS:

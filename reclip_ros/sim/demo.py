@@ -319,9 +319,14 @@ class GroundingClient:
                 raise DemoError(f'the node failed to start ({self.node_failure}); see its log')
             if (self._command_pub.get_subscription_count() > 0
                     and self.node.count_publishers('grounding') > 0):
-                return
+                break
             time.sleep(0.2)
-        raise DemoError(f'the node did not come up within {timeout:.0f} s')
+        else:
+            raise DemoError(f'the node did not come up within {timeout:.0f} s')
+        # commands before the node is active are answered DROPPED: wait for its models
+        from reclip_ros.ros.lifecycle_client import wait_active
+        if not wait_active(self.node, '/reclip', max(deadline - time.monotonic(), 0.1), check):
+            raise DemoError(f'the node did not become active within {timeout:.0f} s')
 
     def wait_for_truth(self, seed: int, timeout: float = 30.0) -> dict:
         """Return the ground truth of scene *seed* (waits for the camera to publish it)."""

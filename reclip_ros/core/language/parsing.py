@@ -94,10 +94,11 @@ class ExpressionParser:
         canonical = canonical_relation_wording(text)
         doc = first if canonical == doc_text(first) else parse_reading_nouns(self.nlp, canonical)
         hidden: frozenset = frozenset()
-        if not command and _verb_first(doc):
-            # A noun-first expression whose first word is also a verb ("hand on the left",
-            # "sink on the right"): parsed with a determiner before it, which makes the
-            # first word the head noun; the determiner is never part of a scored text.
+        if not command and _first_word_misread(doc):
+            # A noun-first expression whose first word is also a verb or an adjective
+            # ("hand on the left", "light above the table", "present under the tree"):
+            # parsed with a determiner before it, which makes the first word the head noun;
+            # the determiner is never part of a scored text.
             noun_first = parse_reading_nouns(self.nlp, 'the ' + canonical)
             if _first_word_is_head_noun(noun_first):
                 doc, hidden = noun_first, frozenset({0})
@@ -110,12 +111,25 @@ class ExpressionParser:
                                 mode=EXTENDED)
 
 
-def _verb_first(doc) -> bool:
-    """True when the first word is parsed as a verb with no object, outside every chunk."""
+def _first_word_misread(doc) -> bool:
+    """True when the first word may be a noun that spaCy read as something else.
+
+    It is parsed as a verb with no object, a modal ("can"), an adjective, or a noun outside
+    its phrase (an adverbial noun: "light above the table"); it lies outside every noun
+    chunk; and it is no relation or superlative word ("left of the box" keeps "left" as its
+    relation). An object after a preposition that follows the word ("lock on the door" read
+    as "lock ... the door") is the misreading itself, not an object.
+    """
     first = doc[0]
-    if first.pos_ not in ('VERB', 'AUX') or first.tag_ == 'MD':
+    if first.pos_ not in ('VERB', 'AUX', 'ADJ') and not (
+            first.pos_ == 'NOUN' and first.dep_ == 'npadvmod'):
         return False
-    if any(c.dep_ in OBJECT_DEPS + ('dative', 'ccomp', 'xcomp') for c in first.children):
+    after_preposition = len(doc) > 1 and doc[1].pos_ == 'ADP' and doc[1].head.i == 0
+    if not after_preposition and any(
+            c.dep_ in OBJECT_DEPS + ('dative', 'ccomp', 'xcomp') for c in first.children):
+        return False
+    labels = label_tokens(doc[0:1].as_doc()) if len(doc) else None
+    if labels is not None and labels.any(0):
         return False
     return not any(c.start <= 0 < c.end for c in doc.noun_chunks)
 
