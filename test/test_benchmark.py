@@ -35,6 +35,9 @@ def test_bench_command_json(tiny_clip_dir, capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     (row,) = report['results']
+    from reclip_ros.tools.machine import describe_machine
+    assert report['machine']['cpu_model'] == describe_machine()['cpu_model']
+    assert report['machine']['cores'] >= 1 and 'vector_flags' in report['machine']
     assert row['proposals'] == 3 and row['images_per_model'] == 6
     for key in ('cold_ms', 'second_ms', 'relational_ms', 'floor_ms', 'image_encoding_ms'):
         assert row[key] > 0

@@ -11,10 +11,12 @@ corpus expression and six box layouts. Its CLIP scorer was replaced by the deter
 stand-in :func:`standin_logit` below (softmax over the boxes that pass the area threshold,
 as its ``Environment.filter`` does). ``test/data/reclip_reference.json`` records what it
 extracted (entity text, relations, superlatives, whether the parse is used) and which box it
-chose. The reference code is not part of this repository, as fetched code must not be.
+chose, and its ``provenance``; ``scripts/make_reclip_reference.py --reclip-dir DIR`` rebuilds
+it byte for byte from a local checkout of that code. The reference code is not part of this
+repository, as fetched code must not be.
 """
 
-import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -37,10 +39,17 @@ def parser():
     return ExpressionParser()
 
 
-def standin_logit(text: str, index: int, seed: int) -> float:
-    """A deterministic stand-in for CLIP: a logit in [-3, 3) from a hash of (seed, text, box)."""
-    digest = hashlib.sha256(f'{seed}|{text}|{index}'.encode()).digest()
-    return int.from_bytes(digest[:8], 'big') / 2 ** 64 * 6.0 - 3.0
+def _reference_script():
+    """scripts/make_reclip_reference.py as a module: the stand-in scorer is defined there."""
+    path = Path(__file__).resolve().parents[1] / 'scripts' / 'make_reclip_reference.py'
+    spec = importlib.util.spec_from_file_location('make_reclip_reference', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: The deterministic stand-in for CLIP the reference was built with (a hash of seed, text, box).
+standin_logit = _reference_script().standin_logit
 
 
 def test_the_corpus_is_large_and_covers_every_style():
@@ -142,6 +151,13 @@ def test_paper_mode_picks_the_box_the_public_code_picks(parser, expression):
     parsed = parser.parse(expression, relations='paper')
     chosen = [_choose(parsed, layout) for layout in REFERENCE['layouts']]
     assert chosen == ref['choices'], parsed.describe()
+
+
+def test_the_reference_records_its_provenance():
+    provenance = REFERENCE['provenance']
+    assert len(provenance['reclip_commit']) == 40
+    assert provenance['spacy'].startswith('3.') and provenance['spacy_model_version']
+    assert REFERENCE['layouts'] == _reference_script().LAYOUTS
 
 
 def test_the_layouts_exercise_the_size_prior_and_several_box_counts():

@@ -367,7 +367,9 @@ def run_benchmark(config: BenchConfig,
         raise
     scorer = RegionScorer(models, batch_size=config.batch_size)
     grounder, why = _make_grounder(scorer, log) if config.use_grounder else (None, 'disabled')
+    from reclip_ros.tools.machine import describe_machine
     report = {
+        'machine': describe_machine(torch.get_num_threads()),
         'config': asdict(config),
         'models': [m.describe() for m in models],
         'device': models[0].device,
@@ -452,7 +454,9 @@ def measure_detector(name: str, config: BenchConfig, log: Callable[[str], None])
 
 def format_table(report: dict) -> str:
     """The report as a fixed-width text table."""
-    lines = [f"models: {', '.join(report['models'])}",
+    from reclip_ros.tools.machine import machine_line
+    lines = [machine_line(report['machine'])] if 'machine' in report else []
+    lines += [f"models: {', '.join(report['models'])}",
              f"device: {report['device']}  dtype: {report['dtype']}  "
              f"torch threads: {report['torch_threads']}  "
              f"repeats: {report['config']['repeats']} (median)  "

@@ -1,7 +1,8 @@
 """Entity extraction of the ``paper`` relation mode: the authors' public code's decisions.
 
-The rules, restated from section 5 of the method note (``shared/notes/reclip-method.md``)
-and written here from that description:
+The rules, as docs/language.md section 5 states them (the authors' code's decisions, checked
+against that code's own output: ``test/data/reclip_reference.json``, rebuilt by
+``scripts/make_reclip_reference.py``), written here from that description:
 
 - the expression is lower-cased and parsed by spaCy; keywords match a token's **text**
   exactly (never its lemma), from the paper's table (:mod:`reclip_ros.core.relation_kinds`);
