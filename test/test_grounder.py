@@ -172,14 +172,23 @@ def test_boxes_partly_outside_are_clipped_and_reported(parser):
     assert '1 proposal boxes outside' in result.message
 
 
-def test_command_without_object_is_invalid(parser):
+@pytest.mark.parametrize('expression', ['please', 'um please', 'could you', 'pick it up',
+                                        'bring me'])
+def test_command_without_object_is_invalid(parser, expression):
     image, boxes = scene()
-    result = make(parser).ground(image, 'please', boxes=boxes)
-    # Either the parser keeps the word (grounded) or reduces it to nothing (invalid);
-    # it must never crash or return an empty distribution.
-    assert result.status in (Status.OK, Status.INVALID_COMMAND)
-    if result.ok:
-        assert abs(sum(c.score for c in result.candidates) - 1) < 1e-6
+    result = make(parser).ground(image, expression, boxes=boxes)
+    assert result.status == Status.INVALID_COMMAND, result.message
+    assert 'no object to ground' in result.message and repr(expression) in result.message
+    assert result.box is None and not result.candidates
+
+
+@pytest.mark.parametrize('expression', ['lower left', 'the red one', 'left', 'that one',
+                                        'the second from the left'])
+def test_expressions_without_a_noun_that_place_an_object_are_grounded(parser, expression):
+    image, boxes = scene()
+    result = make(parser).ground(image, expression, boxes=boxes)
+    assert result.status == Status.OK, result.message
+    assert abs(sum(c.score for c in result.candidates) - 1) < 1e-6
 
 
 def test_scorer_failure_becomes_error_status(parser):

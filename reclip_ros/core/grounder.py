@@ -298,10 +298,12 @@ class Grounder:
         except Exception as exc:  # noqa: BLE001 - reported as a status, never raised
             return fail(Status.INVALID_COMMAND, f'could not parse the expression: {exc}')
         clock.add('resolve', _ms_since(t))
-        if not parsed.text.strip():
+        if not parsed.text.strip() or not parsed.names_an_object:
+            why = ('parsed referring expression is empty' if not parsed.text.strip() else
+                   'no word of it names or places an object')
             return fail(Status.INVALID_COMMAND,
-                        'no object to ground was found in the command '
-                        f'(parsed referring expression is empty): {expression!r}')
+                        f'no object to ground was found in the command ({why}): '
+                        f'{expression[:200]!r}')
         parse_text = parsed.describe()
 
         t = time.perf_counter()

@@ -121,6 +121,10 @@ class ParsedExpression:
         root: the head entity and its tree.
         keywords: the keyword tokens found.
         mode: the relation mode the expression was parsed in ('paper' or 'extended').
+        names_an_object: False when no word of ``text`` can name or place an object (no
+            noun, pronoun "one", number, adjective, relation or superlative word: "please",
+            "pick up", "could you"); the grounder answers INVALID_COMMAND. Always True in
+            paper mode, whose code scores any text.
     """
 
     expression: str
@@ -130,6 +134,7 @@ class ParsedExpression:
     root: Entity
     keywords: Tuple[str, ...] = field(default_factory=tuple)
     mode: str = DEFAULT_RELATION_MODE
+    names_an_object: bool = True
 
     def describe(self) -> str:
         """Return a multi-line, human-readable description of the parse."""

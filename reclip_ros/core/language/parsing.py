@@ -108,7 +108,28 @@ class ExpressionParser:
         scored = text if reduced else cleaned
         return ParsedExpression(expression=cleaned, text=scored.lower(), command=command,
                                 has_keywords=bool(keywords), root=root, keywords=keywords,
-                                mode=EXTENDED)
+                                mode=EXTENDED,
+                                names_an_object=_names_an_object(doc, labels, command))
+
+
+#: Parts of speech of words that can name or describe an object.
+_CONTENT_POS = frozenset({'NOUN', 'PROPN', 'NUM', 'ADJ', 'X'})
+
+
+def _names_an_object(doc, labels, command: str) -> bool:
+    """True when some word of the scored text can name or place an object.
+
+    A noun, proper noun, number, adjective or unknown word, or a relation / superlative /
+    ordinal word ("lower left", "the second one"); "please", "pick up", "could you", "the"
+    have none. The command verb of a reduced command does not count.
+    """
+    verb = command.split()[0].lower() if command else ''
+    for tok in doc:
+        if tok.lower_ == verb and tok.pos_ in ('VERB', 'AUX'):
+            continue
+        if tok.pos_ in _CONTENT_POS or labels.any(tok.i) or tok.lower_ == 'one':
+            return True
+    return False
 
 
 def _first_word_misread(doc) -> bool:
