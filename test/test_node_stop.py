@@ -1,7 +1,9 @@
 """Stopping and cycling the node: SIGINT with work queued, and lifecycle transitions under load.
 
-- SIGINT to the node process while commands wait: the process exits in at most 2 s with
-  code 0, and every command got exactly one result first (waiting ones DROPPED).
+- SIGINT to the node process while commands wait: the process exits by itself (within the
+  10 s the test waits, no SIGKILL) with code 0, and every command got exactly one result
+  first (waiting ones DROPPED). How long it takes is printed, not asserted; ``reclip soak``
+  measures it (``node_stop_s``).
 - 50 deactivate/activate cycles, each while a ``~/ground`` call is being grounded (held
   at its first step by a gate around the real scorer) and 4 commands wait: the call gets
   its OK result once, the waiting commands DROPPED at once; shutdown with a call in
