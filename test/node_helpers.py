@@ -281,3 +281,35 @@ def init_context(domain: int) -> Context:
     context = Context()
     rclpy.init(context=context, domain_id=domain)
     return context
+
+
+@contextlib.contextmanager
+def node_in_process(node, context):
+    """Spin *node* on a multi-threaded executor; yield (client, crashed, spin thread).
+
+    *crashed* collects an exception that ends the executor's spin while the context is
+    still valid (a test fails on it). On exit the client, executor, node and context are
+    shut down in that order.
+    """
+    from rclpy.executors import MultiThreadedExecutor
+    executor = MultiThreadedExecutor(num_threads=node.executor_threads(), context=context)
+    executor.add_node(node)
+    crashed: List[BaseException] = []
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except Exception as exc:  # noqa: BLE001 - a crash of the executor fails the test
+            if rclpy.ok(context=context):
+                crashed.append(exc)
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    client = TestClient(context)
+    try:
+        yield client, crashed, thread
+    finally:
+        client.close()
+        executor.shutdown(timeout_sec=2.0)
+        node.release()
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -21,12 +21,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import GetParameters
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from node_helpers import (NodeProcess, TestClient, domain_id, init_context, scene, scene_boxes,
-                          wait_until)
+from node_helpers import (NodeProcess, TestClient, domain_id, init_context, node_in_process,
+                          scene, scene_boxes, wait_until)
+
 from reclip_ros.msg import GroundingResult, Proposals
 from reclip_ros.ros import conversions as conv
 from reclip_ros.ros.node import ReclipNode
@@ -54,18 +54,12 @@ def held_node(tiny_clip_dir):
     node = ReclipNode(context=context, grounder_factory=loader, parameter_overrides=[
         Parameter('models', value=[tiny_clip_dir]), Parameter('detector', value=''),
         Parameter('diagnostics_period', value=0.1)])
-    executor = MultiThreadedExecutor(num_threads=node.executor_threads(), context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    client = TestClient(context)
-    yield node, client, loader
-    loader.release.set()
-    client.close()
-    executor.shutdown(timeout_sec=2.0)
-    node.release()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
+    with node_in_process(node, context) as (client, crashed, _):
+        try:
+            yield node, client, loader
+        finally:
+            loader.release.set()
+        assert not crashed, crashed
 
 
 def _call(node, srv_type, name, request, timeout=10.0):

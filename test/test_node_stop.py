@@ -22,13 +22,13 @@ from collections import Counter
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import RegionOfInterest
 
-from node_helpers import (NodeProcess, TestClient, domain_id, init_context, rss_kb, scene,
-                          scene_boxes, wait_until)
+from node_helpers import (NodeProcess, TestClient, domain_id, init_context, node_in_process,
+                          rss_kb, scene, scene_boxes, wait_until)
+
 from reclip_ros.msg import GroundingResult
 from reclip_ros.ros import conversions as conv
 from reclip_ros.ros.node import ReclipNode
@@ -155,27 +155,12 @@ def in_process(tiny_clip_dir):
         Parameter('models', value=[tiny_clip_dir]), Parameter('detector', value=''),
         Parameter('max_image_age', value=600.0), Parameter('queue_size', value=1000)])
     node.gates = gates
-    executor = MultiThreadedExecutor(num_threads=node.executor_threads(), context=context)
-    executor.add_node(node)
-    client = TestClient(context)
-    crashed = []
-
-    def spin():
+    with node_in_process(node, context) as (client, crashed, thread):
         try:
-            executor.spin()
-        except Exception as exc:  # noqa: BLE001 - a crash of the executor fails the test
-            if rclpy.ok(context=context):
-                crashed.append(exc)
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    yield node, client, crashed, thread
-    for gate in gates:
-        gate.proceed.set()
-    client.close()
-    executor.shutdown(timeout_sec=2.0)
-    node.release()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
+            yield node, client, crashed, thread
+        finally:
+            for gate in gates:
+                gate.proceed.set()
 
 
 def _call_with_its_own_image(client, text):
