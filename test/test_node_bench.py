@@ -23,6 +23,7 @@ def test_bench_node_reports_client_latency_with_precompute(tiny_clip_dir):
     latency = report['client_latency_ms']
     assert latency['n'] == 3 and {'p50', 'p95', 'max'} <= set(latency)
     assert report['precompute'] and report['node_alive_at_end']
+    assert report['machine']['cores'] >= 1 and 'vector_flags' in report['machine']
 
 
 def test_bench_node_rejects_bad_options():

@@ -32,6 +32,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from reclip_ros.tools.machine import describe_machine, machine_line
+
 EXPRESSIONS = ('the red block', 'the blue block on the left', 'the leftmost green block',
                'the yellow block', 'the block to the right of the red block',
                'the biggest blue block', 'pick up the green block',
@@ -193,7 +195,7 @@ def _report(args, samples, detector: str, domain: int, node) -> dict:
         'node_total_ms': _percentiles(total_ms),
         'node_stage_ms_p50': {k: _percentiles(v)['p50'] for k, v in stages.items()},
         'node_receipt_to_publish_ms': _percentiles(receipt_ms),
-        'machine': {'cpus': os.cpu_count(), 'load_average_at_end': load},
+        'machine': dict(describe_machine(), load_average_at_end=load),
         'domain': domain, 'node_alive_at_end': node.poll() is None,
     }
 
@@ -213,4 +215,5 @@ def _print(report: dict) -> None:
     print(f"node latency_total_ms: {report['node_total_ms']}")
     print(f"node stages, p50 ms: {report['node_stage_ms_p50']}")
     print(f"node latency_receipt_to_publish_ms: {report['node_receipt_to_publish_ms']}")
-    print(f"machine: {report['machine']}")
+    machine = report['machine']
+    print(f"{machine_line(machine)} (at the end: {machine['load_average_at_end']})")

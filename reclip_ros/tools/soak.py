@@ -36,6 +36,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from reclip_ros.tools.machine import describe_machine, machine_line
+
 # {k} is the command's running number: every text is unique, and so is every noun phrase
 # ("b17" reads as a label on the block), so the text cache fills within minutes, as in a
 # long run with varied commands.
@@ -411,13 +413,15 @@ def _report(client: NodeClient, rss, warmup, args, node, domain, elapsed,
                                                           if full_slope is not None else None)},
         'rss_series_s_kb': rss,
         'node_alive_at_end': node.poll() is None,
+        'machine': describe_machine(),
     }
 
 
 def _print_report(report: dict) -> None:
     if not report:
         return
-    lines = [f"soak: {report['duration_s']} s, {report['frame']} frames at "
+    lines = [machine_line(report['machine']) if 'machine' in report else '',
+             f"soak: {report['duration_s']} s, {report['frame']} frames at "
              f"{report['camera_rate_hz']} Hz ({report['frames_published']} sent), commands at "
              f"{report['command_rate_hz']} Hz, model {report['model']}",
              f"commands {report['commands_sent']}, answered {report['commands_answered']}, "
