@@ -1,15 +1,20 @@
-"""Start the ``reclip`` lifecycle node with its parameter file and topic remappings.
+r"""Start the ``reclip`` lifecycle node with its parameter file and topic remappings.
 
 Needs a ROS 2 install with ``launch_ros``::
 
     ros2 launch reclip_ros reclip.launch.py image_topic:=/camera/color/image_raw
     ros2 launch reclip_ros reclip.launch.py command_topic:=/speech/text device:=cuda
+    ros2 launch reclip_ros reclip.launch.py image_topic:=/camera/camera/color/image_raw \
+        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw \
+        camera_info_topic:=/camera/camera/color/camera_info
 
 Launch arguments: ``namespace`` (default ``''``), ``params_file`` (default the installed
 ``config/reclip.yaml``), ``image_topic`` (default ``image``), ``command_topic`` (default
-``command``), ``device`` (``auto``), ``autostart`` (``true``: configure and activate at
-start), ``log_level`` (``info``), ``use_sim_time`` (``false``). The launch file only
-describes the node; it has no other side effects.
+``command``), ``depth_topic`` (``depth``), ``camera_info_topic`` (``camera_info``),
+``proposals_topic`` (``proposals``), ``debug_image_topic`` (``debug_image``),
+``grounding_topic`` (``grounding``), ``device`` (``auto``), ``autostart`` (``true``:
+configure and activate at start), ``log_level`` (``info``), ``use_sim_time``
+(``false``). The launch file only describes the node; it has no other side effects.
 
 Large frames: unless the environment already chooses a Fast DDS transport or profile, the
 node process gets the shipped ``config/fastdds_large_frames.xml`` (see docs/node.md, "Image
@@ -32,6 +37,13 @@ ARGUMENTS = (
     ('params_file', None, 'YAML file with the node parameters (/**: ros__parameters:)'),
     ('image_topic', 'image', 'colour image topic (sensor_msgs/Image)'),
     ('command_topic', 'command', 'text command topic (std_msgs/String)'),
+    ('depth_topic', 'depth', 'registered depth image topic (16UC1 mm or 32FC1 m, aligned to '
+     'the colour image; a RealSense: /camera/camera/aligned_depth_to_color/image_raw)'),
+    ('camera_info_topic', 'camera_info', 'camera_info of the colour image (its intrinsics '
+     'give the 3D position)'),
+    ('proposals_topic', 'proposals', 'external detections (reclip_ros/Proposals)'),
+    ('debug_image_topic', 'debug_image', 'annotated output image (sensor_msgs/Image)'),
+    ('grounding_topic', 'grounding', 'results (reclip_ros/GroundingResult)'),
     ('device', 'auto', 'auto, cpu, cuda or cuda:N'),
     ('autostart', 'true', 'configure and activate the node at start'),
     ('log_level', 'info', 'debug, info, warn, error or fatal'),
@@ -69,6 +81,11 @@ def generate_launch_description() -> LaunchDescription:
             ('image', image_topic),
             ('image/compressed', [image_topic, '/compressed']),
             ('command', config['command_topic']),
+            ('depth', config['depth_topic']),
+            ('camera_info', config['camera_info_topic']),
+            ('proposals', config['proposals_topic']),
+            ('debug_image', config['debug_image_topic']),
+            ('grounding', config['grounding_topic']),
         ],
         arguments=['--ros-args', '--log-level', config['log_level']],
         additional_env=transport_env,

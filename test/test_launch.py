@@ -54,8 +54,9 @@ def test_launch_file_declares_the_documented_arguments_without_side_effects():
             pytest.fail('the launch file evaluates code')
         if isinstance(node, ast.Attribute) and node.attr in ('system', 'Popen', 'run'):
             pytest.fail(f'the launch file runs processes itself ({node.attr})')
-    expected = {'namespace', 'params_file', 'image_topic', 'command_topic', 'device',
-                'autostart', 'log_level', 'use_sim_time'}
+    expected = {'namespace', 'params_file', 'image_topic', 'command_topic', 'depth_topic',
+                'camera_info_topic', 'proposals_topic', 'debug_image_topic', 'grounding_topic',
+                'device', 'autostart', 'log_level', 'use_sim_time'}
     assert expected <= names, expected - names
     source = LAUNCH_FILE.read_text()
     assert "executable='reclip_node'" in source and 'LifecycleNode' in source

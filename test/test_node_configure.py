@@ -21,11 +21,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import GetParameters
+from rclpy.duration import Duration
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from node_helpers import (NodeProcess, TestClient, domain_id, init_context, node_in_process,
-                          scene, scene_boxes, wait_until)
+from node_helpers import (RELIABLE, NodeProcess, TestClient, domain_id, init_context,
+                          node_in_process, scene, scene_boxes, wait_until)
 
 from reclip_ros.msg import GroundingResult, Proposals
 from reclip_ros.ros import conversions as conv
@@ -174,3 +176,27 @@ def test_commands_on_the_command_topic_before_activation_are_answered_once(proce
     assert client.wait_connected(timeout=120.0), proc.log()[-3000:]
     assert wait_until(lambda: all(client.results_for(t) for t in texts), 30.0)
     assert all(len(client.results_for(t)) == 1 for t in texts)
+
+
+def test_the_log_lists_every_input_and_warns_once_about_depth_without_camera_info(process):
+    proc, client = process
+    assert client.wait_connected(timeout=120.0), proc.log()[-3000:]
+    active = next(line for line in proc.log().splitlines() if 'active: listening on' in line)
+    for topic in ('/image', '/command', '/depth', '/camera_info', '/proposals'):
+        assert topic in active, active
+    depth_pub = client.node.create_publisher(Image, 'depth', RELIABLE)
+    assert wait_until(lambda: depth_pub.get_subscription_count() > 0, 20.0)
+    depth = np.full((64, 96), 1500, np.uint16)
+    warning = 'but none on /camera_info: results will have no 3D position'
+
+    def send(n):
+        for _ in range(n):
+            depth_pub.publish(conv.array_to_image(depth, '16UC1', client.header()))
+            time.sleep(0.05)  # a camera's pace
+        return warning in proc.log()
+
+    # until the node has taken enough depth images to warn (the reader keeps the last 6)
+    assert wait_until(lambda: send(5), 60.0, period=0.0), proc.log()[-2000:]
+    send(20)
+    assert depth_pub.wait_for_all_acked(Duration(seconds=20.0))
+    assert proc.log().count(warning) == 1

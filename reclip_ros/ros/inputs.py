@@ -22,6 +22,9 @@ from reclip_ros.runtime.worker import DEPTH_HISTORY
 
 #: The topics a node subscribes to (besides ``command``), each in its own callback group.
 SENSOR_TOPICS = ('image', 'image/compressed', 'depth', 'camera_info', 'proposals')
+#: Messages of depth (or camera_info) without a single one of the other before the node warns
+#: (once) that no 3D position can be computed: a driver starts its topics a moment apart.
+PAIR_WARNING_AFTER = 10
 
 
 def _refused_decoder():
@@ -67,6 +70,27 @@ class SensorInputs:
                                        image_qos)]
         if param('use_proposals_topic'):
             self.subscriptions.append(sub(Proposals, 'proposals', self._on_proposals, 10))
+        self._received = {'depth': 0, 'camera_info': 0}
+        self._pair_warned = False
+
+    def topic_names(self) -> list:
+        """The resolved names of every sensor topic subscribed to."""
+        return [s.topic_name for s in self.subscriptions]
+
+    def _count(self, kind: str) -> None:
+        """Count a depth / camera_info message; warn once when only one of them arrives."""
+        self._received[kind] += 1
+        other = 'camera_info' if kind == 'depth' else 'depth'
+        if (self._pair_warned or self._received[other]
+                or self._received[kind] < PAIR_WARNING_AFTER):
+            return
+        self._pair_warned = True
+        resolve = self.node.resolve_topic_name
+        self.node.get_logger().warning(
+            f'{self._received[kind]} messages on {resolve(kind)} but none on '
+            f'{resolve(other)}: results will have no 3D position (both are needed: remap '
+            f'{other} to the topic of your camera driver, e.g. depth_topic:=... / '
+            'camera_info_topic:=... with the launch file)')
 
     def frame(self, msg: Any, decoder: Callable) -> Frame:
         """A :class:`Frame` of an image message, decoded on first use.
@@ -95,11 +119,13 @@ class SensorInputs:
             worker.feed_image(self.frame(msg, conv.compressed_to_rgb))
 
     def _on_depth(self, msg: Image) -> None:
+        self._count('depth')
         worker = self.active_worker()
         if worker is not None:
             worker.feed_depth(self.frame(msg, conv.depth_image_to_meters))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._count('camera_info')
         worker = self.active_worker()
         if worker is None:
             return

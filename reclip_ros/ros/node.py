@@ -209,7 +209,9 @@ class ReclipNode(LifecycleNodeMixin, rclpy.node.Node):
             self._active = True
         self.get_logger().info('active: listening on '
                                f'{self.resolve_topic_name("image")} and '
-                               f'{self.resolve_topic_name("command")}')
+                               f'{self.resolve_topic_name("command")}; all inputs: '
+                               + ', '.join(self.inputs.topic_names()
+                                           + [self._command_sub.topic_name]))
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
